@@ -1,0 +1,1 @@
+"""Environments, random policies, rollout files and datasets."""

@@ -1,0 +1,68 @@
+"""A rollout dataset directory: datasets/<env>/rollout_NNNNNN.npz plus dataset.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from data.rollouts import load_rollout
+from utils.cli import UserError
+from utils.io import TMP_MARK, write_json
+
+META = "dataset.json"
+_NAME = re.compile(r"rollout_(\d+)\.npz$")
+
+
+class DatasetError(UserError):
+    """The dataset directory is missing, empty, or inconsistent with the request."""
+
+
+def rollout_path(root: str | os.PathLike, index: int) -> Path:
+    return Path(root) / f"rollout_{index:06d}.npz"
+
+
+def rollout_index(path: Path) -> int | None:
+    m = _NAME.search(path.name)
+    return int(m.group(1)) if m else None
+
+
+def list_rollouts(root: str | os.PathLike) -> list[Path]:
+    """All finished rollout files, recursively (datasets split in thread_*/ folders load too)."""
+    return sorted(
+        p for p in Path(root).rglob("*.npz") if TMP_MARK not in p.name and not p.name.startswith(".")
+    )
+
+
+def read_meta(root: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(root) / META
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: corrupt dataset.json ({e}); delete it to rebuild it") from e
+
+
+def write_meta(root: str | os.PathLike, meta: dict[str, Any]) -> None:
+    write_json(Path(root) / META, meta)
+
+
+def episode_stats(path: Path) -> dict[str, float]:
+    """Length and return of one file (used for files that dataset.json does not list yet)."""
+    r = load_rollout(path)
+    return {"frames": len(r["rewards"]), "return": float(r["rewards"].sum())}
+
+
+def open_dataset(root: str | os.PathLike) -> list[Path]:
+    """The rollout files of a dataset, or a DatasetError saying what to do."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset {root} does not exist: run generation_script.py first")
+    files = list_rollouts(root)
+    if not files:
+        raise DatasetError(f"dataset {root} holds no rollout_*.npz files: run generation_script.py")
+    return files
+

@@ -1,0 +1,44 @@
+"""WorkerPool: results, tracebacks, dead and hung workers, retries."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.workers_for_tests import add, init_offset, misbehave
+from utils.parallel import WorkerError, WorkerPool
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_all_results_arrive_once(workers: int) -> None:
+    with WorkerPool(workers, init_offset, add, (100,)) as pool:
+        out = dict(pool.imap_unordered(range(20)))
+    assert out == {i: 100 + i for i in range(20)}
+
+
+def test_exception_in_task_reports_worker_traceback() -> None:
+    with WorkerPool(2, init_offset, misbehave, (0,)) as pool:
+        with pytest.raises(WorkerError) as e:
+            list(pool.imap_unordered(["ok", "raise", "ok"]))
+    assert "ValueError: task asked to fail" in str(e.value)
+    assert "misbehave" in str(e.value)  # the traceback, not just the message
+
+
+def test_dead_worker_is_retried_then_succeeds(tmp_path) -> None:
+    marker = tmp_path / "died"
+    tasks = ["a", f"die-once:{marker}", "b"]
+    with WorkerPool(1, init_offset, misbehave, (0,), retries=1) as pool:
+        out = sorted(r for _, r in pool.imap_unordered(tasks))
+    assert marker.exists()
+    assert out == sorted(tasks)
+
+
+def test_worker_that_always_dies_gives_clear_error() -> None:
+    with WorkerPool(2, init_offset, misbehave, (0,), retries=1) as pool:
+        with pytest.raises(WorkerError, match=r"died with exit code 7 .*'die'.*tried 2 times"):
+            list(pool.imap_unordered(["ok", "die"]))
+
+
+def test_hung_worker_times_out() -> None:
+    with WorkerPool(1, init_offset, misbehave, (0,), timeout=1.0, retries=0) as pool:
+        with pytest.raises(WorkerError, match=r"hung for more than 1 s"):
+            list(pool.imap_unordered(["hang"]))

@@ -1,0 +1,176 @@
+"""A process pool that never hangs silently.
+
+Each worker builds its expensive state once (an env, later V, M and C) and then runs
+tasks one at a time. The parent always knows which task each worker holds, so a worker
+that raises is reported with its traceback, and one that dies or exceeds the timeout is
+restarted and its task rerun (up to `retries` times) or reported with a clear error.
+`workers=0` runs everything inline in the calling process, which is handy for debugging.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import signal
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from utils.cli import UserError
+
+POLL_S = 0.2
+
+
+class WorkerError(UserError):
+    """A task failed, or a worker died or hung more often than `retries` allows."""
+
+
+def _worker_main(
+    init: Callable[..., Any],
+    init_args: tuple,
+    fn: Callable[[Any, Any], Any],
+    tasks: mp.Queue,
+    results: mp.Queue,
+    wid: int,
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    try:
+        state = init(*init_args)
+    except BaseException:
+        results.put(("error", wid, None, traceback.format_exc()))
+        return
+    while (item := tasks.get()) is not None:
+        tid, task = item
+        try:
+            results.put(("done", wid, tid, fn(state, task)))
+        except BaseException:
+            results.put(("error", wid, tid, traceback.format_exc()))
+
+
+@dataclass
+class _Slot:
+    proc: mp.process.BaseProcess
+    tasks: mp.Queue
+    job: tuple[int, Any] | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class WorkerPool:
+    """Run `fn(state, task)` over tasks in `workers` spawned processes, `state = init(*init_args)`.
+
+    init and fn must be importable module-level functions (spawn pickles them by name).
+    timeout: seconds one task may take before its worker counts as hung (None: no limit).
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        init: Callable[..., Any],
+        fn: Callable[[Any, Any], Any],
+        init_args: tuple = (),
+        timeout: float | None = None,
+        retries: int = 1,
+    ) -> None:
+        self.n = workers
+        self.init, self.fn, self.init_args = init, fn, init_args
+        self.timeout, self.retries = timeout, retries
+        self.ctx = mp.get_context("spawn")
+        self.results: mp.Queue = self.ctx.Queue()
+        self.slots: list[_Slot] = [self._start(w) for w in range(workers)]
+        self._inline_state: Any = init(*init_args) if workers == 0 else None
+
+    def _start(self, wid: int) -> _Slot:
+        tasks: mp.Queue = self.ctx.Queue()
+        proc = self.ctx.Process(
+            target=_worker_main,
+            args=(self.init, self.init_args, self.fn, tasks, self.results, wid),
+            daemon=True,
+        )
+        proc.start()
+        return _Slot(proc, tasks)
+
+    def _assign(self, wid: int, job: tuple[int, Any]) -> None:
+        slot = self.slots[wid]
+        slot.job, slot.started = job, time.monotonic()
+        slot.tasks.put(job)
+
+    def _restart(self, wid: int) -> None:
+        slot = self.slots[wid]
+        if slot.proc.is_alive():
+            slot.proc.kill()
+        slot.proc.join(5)
+        self.slots[wid] = self._start(wid)
+
+    def imap_unordered(self, tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        """Yield (task, result) pairs as they finish."""
+        if self.n == 0:
+            for task in tasks:
+                yield task, self.fn(self._inline_state, task)
+            return
+        pending: deque[tuple[int, Any]] = deque(enumerate(tasks))
+        failures: dict[int, int] = {}
+        busy = 0
+        while pending or busy:
+            for wid, slot in enumerate(self.slots):
+                if slot.job is None and pending:
+                    self._assign(wid, pending.popleft())
+                    busy += 1
+            try:
+                kind, wid, _, payload = self.results.get(timeout=POLL_S)
+            except queue.Empty:
+                for wid, slot in enumerate(self.slots):
+                    if slot.job is not None:
+                        self._check_health(wid, slot, pending, failures)
+                busy = sum(s.job is not None for s in self.slots)
+                continue
+            slot = self.slots[wid]
+            if kind == "error":
+                where = f"task {slot.job[1]!r}" if slot.job else "worker start-up"
+                raise WorkerError(f"worker {wid} failed in {where}:\n{payload}")
+            job, slot.job = slot.job, None
+            busy -= 1
+            yield job[1], payload
+
+    def _check_health(
+        self, wid: int, slot: _Slot, pending: deque, failures: dict[int, int]
+    ) -> None:
+        if slot.proc.is_alive():
+            elapsed = time.monotonic() - slot.started
+            if self.timeout is None or elapsed <= self.timeout:
+                return
+            reason = f"hung for more than {self.timeout:g} s"
+        else:
+            reason = f"died with exit code {slot.proc.exitcode}"
+        tid, task = slot.job
+        failures[tid] = failures.get(tid, 0) + 1
+        if failures[tid] > self.retries:
+            raise WorkerError(
+                f"worker {wid} {reason} while running task {task!r} "
+                f"(tried {failures[tid]} times); giving up"
+            )
+        print(f"warning: worker {wid} {reason} on task {task!r}; restarting it and retrying")
+        slot.job = None
+        self._restart(wid)
+        pending.appendleft((tid, task))
+
+    def close(self) -> None:
+        """Stop workers: politely when idle, by force when busy or stuck."""
+        for slot in self.slots:
+            if slot.proc.is_alive() and slot.job is None:
+                slot.tasks.put(None)
+        deadline = time.monotonic() + 5
+        for slot in self.slots:
+            slot.proc.join(max(0.0, deadline - time.monotonic()) if slot.job is None else 0)
+            if slot.proc.is_alive():
+                slot.proc.kill()
+                slot.proc.join()
+        self.slots = []
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
