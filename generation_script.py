@@ -105,7 +105,7 @@ def main() -> None:
                 stats[rollout_path(root, job.index).name] = s
                 new_frames += s["frames"]
                 bar.update()
-                bar.set_postfix(fps=f"{new_frames / (time.monotonic() - t0):.0f}")
+                bar.set_postfix(fps=f"{new_frames / (time.monotonic() - t0):.0f}", refresh=False)
                 if time.monotonic() - last_save > META_EVERY_S:
                     save_meta()
                     last_save = time.monotonic()
