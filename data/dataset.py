@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +67,29 @@ def open_dataset(root: str | os.PathLike) -> list[Path]:
         raise DatasetError(f"dataset {root} holds no rollout_*.npz files: run generation_script.py")
     return files
 
+
+
+def episode_split(
+    logdir: str | os.PathLike, files: list[Path], val_fraction: float = 0.1
+) -> tuple[list[int], list[int]]:
+    """Train and validation episodes (positions in `files`), fixed once per logdir.
+
+    Stored in <logdir>/split.json so that V, M and C, and every resume, compare
+    validation losses on the same episodes. Episodes added to the dataset later are
+    assigned by a hash of their name, which keeps earlier assignments untouched.
+    """
+    path = Path(logdir) / "split.json"
+    names = [p.name for p in files]
+    stored = json.loads(path.read_text()) if path.exists() else {"val_fraction": val_fraction, "val": []}
+    known = set(stored.get("train", [])) | set(stored["val"])
+    val = set(stored["val"])
+    frac = stored["val_fraction"]
+    for n in names:
+        if n not in known and zlib.crc32(n.encode()) % 1000 < frac * 1000:
+            val.add(n)
+    if not path.exists() and not val and len(names) > 1:
+        val.add(names[-1])  # tiny datasets still get one validation episode
+    if len(names) > 1 and val >= set(names):
+        val.discard(names[0])
+    write_json(path, {"val_fraction": frac, "val": sorted(val), "train": sorted(set(names) - val)})
+    return [i for i, n in enumerate(names) if n not in val], [i for i, n in enumerate(names) if n in val]

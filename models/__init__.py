@@ -1,0 +1,1 @@
+"""V, M and C: the networks, free of any file or process handling."""

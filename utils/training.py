@@ -1,0 +1,184 @@
+"""The gradient-training loop shared by V and M: resumable to the batch, never silent.
+
+latest.pt is written at every epoch end and every `checkpoint_every_s` seconds within an
+epoch, with the model, optimizer, plateau scheduler, early-stopping state and RNG states;
+batch order depends only on (seed, epoch), so a resumed run continues exactly where the
+killed one stopped. best.pt is replaced only when the validation loss improves on the
+best value recorded in latest.pt, so a resume can never let a worse model overwrite it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from utils.checkpoint import CheckpointError, rng_state, save_checkpoint, set_rng_state
+from utils.cli import UserError
+from utils.logdir import StageDir
+
+Metrics = dict[str, torch.Tensor]
+
+
+class TrainingError(UserError):
+    """Training cannot go on (a NaN loss); the last good checkpoint is kept."""
+
+
+@dataclass
+class Progress:
+    epoch: int = 0  # finished epochs
+    batch: int = 0  # finished batches of the current epoch
+    step: int = 0  # optimizer steps overall
+    best_val: float = math.inf
+    bad_epochs: int = 0
+    stopped: bool = False  # early stopping fired
+    sums: dict[str, float] = field(default_factory=dict)  # this epoch's running train metrics
+
+
+@dataclass
+class TrainSettings:
+    epochs: int
+    lr_patience: int = 5
+    stop_patience: int = 10
+    grad_clip: float | None = None
+    checkpoint_every_s: float = 600.0
+
+
+class Trainer:
+    def __init__(
+        self,
+        stage: StageDir,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        settings: TrainSettings,
+        identity: dict[str, Any],
+    ) -> None:
+        """identity: what must not change across a resume (model config, upstream, data)."""
+        self.stage, self.model, self.optimizer, self.settings = stage, model, optimizer, settings
+        self.identity = identity
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=0.5, patience=settings.lr_patience
+        )
+        self.progress = Progress()
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        """Continue from latest.pt, refusing one made with another model or upstream."""
+        if state is None:
+            return
+        if state["identity"] != self.identity:
+            diff = [k for k in self.identity if state["identity"].get(k) != self.identity[k]]
+            raise CheckpointError(
+                f"{self.stage.latest} was trained with other {', '.join(diff)}: "
+                "rerun with --noreload to start this stage afresh, or use another --logdir"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = Progress(**state["progress"])
+        set_rng_state(state["rng"])
+        print(f"resuming {self.stage.path} at epoch {self.progress.epoch}, batch {self.progress.batch}")
+
+    def _save_latest(self) -> None:
+        save_checkpoint(self.stage.latest, {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "progress": asdict(self.progress),
+            "rng": rng_state(),
+            "identity": self.identity,
+        })
+
+    def _check(self, metrics: Metrics, where: str) -> None:
+        bad = [k for k, v in metrics.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise TrainingError(
+                f"{', '.join(bad)} became non-finite {where}; stopped without saving, "
+                f"the last good checkpoint is {self.stage.latest}"
+            )
+
+    def fit(
+        self,
+        batches: Callable[[int, int], Iterator[Any]],
+        n_batches: int,
+        loss_fn: Callable[[Any], tuple[torch.Tensor, Metrics]],
+        validate: Callable[[], Metrics],
+        after_epoch: Callable[[int], None] | None = None,
+        best_extra: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        """batches(epoch, start) yields the epoch's batches from index `start` on."""
+        p, s = self.progress, self.settings
+        if p.stopped:
+            print(f"{self.stage.path}: early stopping already ended training at epoch {p.epoch}")
+            return
+        self.stage.trim_metrics(p.epoch)
+        self.stage.start_tb(purge_step=p.epoch + 1)
+        last_save = time.monotonic()
+        while p.epoch < s.epochs:
+            self.model.train()
+            bar = tqdm(batches(p.epoch, p.batch), total=n_batches, initial=p.batch,
+                       desc=f"epoch {p.epoch + 1}/{s.epochs}", unit="batch", leave=False)
+            for batch in bar:
+                loss, metrics = loss_fn(batch)
+                self._check(metrics, f"at epoch {p.epoch + 1}, batch {p.batch + 1}")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if s.grad_clip:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+                self.optimizer.step()
+                p.batch += 1
+                p.step += 1
+                for k, v in metrics.items():
+                    p.sums[k] = p.sums.get(k, 0.0) + float(v)
+                bar.set_postfix(loss=f"{p.sums['loss'] / p.batch:.4g}", refresh=False)
+                if time.monotonic() - last_save > s.checkpoint_every_s:
+                    self._save_latest()
+                    last_save = time.monotonic()
+            bar.close()
+            self._end_epoch(validate, after_epoch, best_extra)
+            last_save = time.monotonic()
+            if p.stopped:
+                print(f"early stopping: no validation improvement for {p.bad_epochs} epochs")
+                break
+        self.stage.close()
+
+    def _end_epoch(self, validate, after_epoch, best_extra) -> None:
+        p = self.progress
+        self.model.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the same noise every epoch: validation losses compare like with like
+            val = validate()
+        self._check(val, f"in validation after epoch {p.epoch + 1}")
+        train = {k: v / max(p.batch, 1) for k, v in p.sums.items()}
+        val_loss = float(val["loss"])
+        self.scheduler.step(val_loss)
+        p.epoch += 1
+        p.batch, p.sums = 0, {}
+        improved = val_loss < p.best_val
+        if improved:
+            p.best_val, p.bad_epochs = val_loss, 0
+            save_checkpoint(self.stage.best, {
+                "model": self.model.state_dict(),
+                "identity": self.identity,
+                "epoch": p.epoch,
+                "val_loss": val_loss,
+                **(best_extra() if best_extra else {}),
+            })
+        else:
+            p.bad_epochs += 1
+            p.stopped = p.bad_epochs >= self.settings.stop_patience
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.stage.log(p.epoch, train, "train/")
+        self.stage.log(p.epoch, {**{k: float(v) for k, v in val.items()}, "lr": lr}, "val/")
+        print(
+            f"epoch {p.epoch}: train loss {train.get('loss', math.nan):.5g}, val loss {val_loss:.5g}"
+            f"{' (best)' if improved else ''}, lr {lr:.3g}"
+        )
+        if after_epoch:
+            after_epoch(p.epoch)
+        self._save_latest()
