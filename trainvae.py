@@ -38,6 +38,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--latent", choices=["continuous", "discrete"], default="continuous")
     p.add_argument("--classes", type=int, default=32, help="classes per categorical variable (discrete)")
     p.add_argument("--kl-tolerance", type=float, default=0.5, help="free nats per latent dimension")
+    p.add_argument("--recon", choices=["mse", "bce"], default="mse",
+                   help="reconstruction loss: mse (Ha) or bce (better on flat-colour frames like GridWorld)")
     p.add_argument("--width", type=int, default=32, help="channels of the first conv layer (Ha: 32)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--patience", type=int, default=10, help="epochs without improvement before stopping")
@@ -83,7 +85,7 @@ def main() -> None:
     val = FrameBatches(frames, offsets, val_eps, 256, a.seed)
     show = np.asarray(val.frames[val.index[np.linspace(0, len(val.index) - 1, N_SHOW).astype(int)]])
 
-    cfg = VAEConfig(a.latent_size, a.width, a.latent == "discrete", a.classes, a.kl_tolerance)
+    cfg = VAEConfig(a.latent_size, a.width, a.latent == "discrete", a.classes, a.kl_tolerance, a.recon)
     vae = VAE(cfg).to(device)
     optimizer = torch.optim.Adam(vae.parameters(), lr=a.lr)
     settings = TrainSettings(a.epochs, stop_patience=a.patience, checkpoint_every_s=60 * a.checkpoint_minutes)

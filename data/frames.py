@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data.envs import FRAME_SIZE, resize_frame
-from data.rollouts import load_rollout
+from data.rollouts import load_rollout, rollout_length
 from utils.io import atomic_open, write_json
 
 CACHE_DIR = "cache"
@@ -27,11 +27,6 @@ CACHE_DIR = "cache"
 
 def _fingerprint(files: list[Path]) -> list[list]:
     return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-
-
-def _episode_length(path: Path) -> int:
-    with np.load(path, allow_pickle=False) as z:
-        return len(z["rewards"])
 
 
 def frame_cache(root: str | os.PathLike, files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +39,7 @@ def frame_cache(root: str | os.PathLike, files: list[Path]) -> tuple[np.ndarray,
         if info["files"] == fp:
             return np.load(npy, mmap_mode="r"), np.asarray(info["offsets"], np.int64)
     cache.mkdir(parents=True, exist_ok=True)
-    lengths = [_episode_length(p) for p in files]
+    lengths = [rollout_length(p) for p in files]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     shape = (int(offsets[-1]), FRAME_SIZE, FRAME_SIZE, 3)
     with atomic_open(npy) as f:

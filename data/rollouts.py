@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -57,19 +59,32 @@ def save_rollout(path: str | os.PathLike, r: Rollout) -> None:
         np.savez_compressed(f, **r)
 
 
-def load_rollout(path: str | os.PathLike) -> Rollout:
-    """Read and validate every key; any damage is reported with the file's name."""
-    path = Path(path)
+@contextmanager
+def _reading(path: Path) -> Iterator[np.lib.npyio.NpzFile]:
+    """Open an .npz for reading; any damage becomes a RolloutError naming the file."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in KEYS[:4] if k not in z.files]
-            if missing:
-                raise RolloutError(f"{path}: missing keys {missing}")
-            r = {k: z[k] for k in KEYS if k in z.files}
+            yield z
     except RolloutError:
         raise
     except FileNotFoundError as e:
         raise RolloutError(f"{path}: no such rollout file") from e
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as e:
         raise RolloutError(f"{path}: corrupt or truncated rollout file ({e})") from e
+
+
+def load_rollout(path: str | os.PathLike) -> Rollout:
+    """Read and validate every key; any damage is reported with the file's name."""
+    path = Path(path)
+    with _reading(path) as z:
+        missing = [k for k in KEYS[:4] if k not in z.files]
+        if missing:
+            raise RolloutError(f"{path}: missing keys {missing}")
+        r = {k: z[k] for k in KEYS if k in z.files}
     return check_rollout(r, str(path))
+
+
+def rollout_length(path: str | os.PathLike) -> int:
+    """Episode length, reading only the small rewards array."""
+    with _reading(Path(path)) as z:
+        return len(z["rewards"])

@@ -25,6 +25,7 @@ class VAEConfig:
     discrete: bool = False
     classes: int = 32
     kl_tolerance: float = 0.5  # free nats per latent dimension (Ha: 0.5)
+    recon: str = "mse"  # "mse" (Ha) or "bce", see VAE.loss
 
     @property
     def z_size(self) -> int:
@@ -61,12 +62,18 @@ class VAE(nn.Module):
         """Latent statistics of frames x (B, 3, 64, 64) in [0, 1]: [mu, logvar] or logits."""
         return self.to_stats(self.encoder(x))
 
+    def class_probs(self, stats: torch.Tensor) -> torch.Tensor:
+        """Categorical probabilities (..., latent_size, classes), mixed with 1% uniform as in
+        DreamerV3: a saturated softmax would stop the straight-through gradient for good."""
+        cfg = self.cfg
+        logits = stats.view(*stats.shape[:-1], cfg.latent_size, cfg.classes)
+        return 0.99 * logits.softmax(-1) + 0.01 / cfg.classes
+
     def sample(self, stats: torch.Tensor, mean: bool = False) -> torch.Tensor:
         """z from statistics: reparameterised Gaussian, or straight-through one-hots."""
         cfg = self.cfg
         if cfg.discrete:
-            logits = stats.view(*stats.shape[:-1], cfg.latent_size, cfg.classes)
-            probs = logits.softmax(-1)
+            probs = self.class_probs(stats)
             if mean:
                 idx = probs.argmax(-1)
             else:
@@ -86,7 +93,7 @@ class VAE(nn.Module):
         """KL(q(z|x) || prior) per frame, summed over latent dimensions."""
         cfg = self.cfg
         if cfg.discrete:
-            logp = stats.view(*stats.shape[:-1], cfg.latent_size, cfg.classes).log_softmax(-1)
+            logp = self.class_probs(stats).log()
             uniform = -torch.log(torch.tensor(float(cfg.classes), device=stats.device))
             return (logp.exp() * (logp - uniform)).sum((-2, -1))
         mu, logvar = stats.chunk(2, -1)
@@ -97,9 +104,17 @@ class VAE(nn.Module):
         return self.decode(self.sample(stats)), stats
 
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Ha's objective: summed squared error plus KL clamped below at tolerance * dims."""
+        """Ha's objective: summed squared error plus KL clamped below at tolerance * dims.
+
+        With "bce" the reconstruction term is the binary cross-entropy instead: on frames of
+        flat saturated colours (GridWorld) the squared error's gradient vanishes through the
+        output sigmoid and the decoder sits on the mean frame for thousands of steps.
+        """
         recon, stats = self(x)
-        rec = (recon - x).pow(2).sum((1, 2, 3)).mean()
+        if self.cfg.recon == "bce":
+            rec = F.binary_cross_entropy(recon, x, reduction="none").sum((1, 2, 3)).mean()
+        else:
+            rec = (recon - x).pow(2).sum((1, 2, 3)).mean()
         kl = self.kl(stats).mean()
         free = self.cfg.kl_tolerance * self.cfg.latent_size
         loss = rec + torch.clamp(kl, min=free)

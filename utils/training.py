@@ -39,6 +39,7 @@ class Progress:
     bad_epochs: int = 0
     stopped: bool = False  # early stopping fired
     sums: dict[str, float] = field(default_factory=dict)  # this epoch's running train metrics
+    train_time: float = 0.0  # seconds spent in this epoch's training batches
 
 
 @dataclass
@@ -123,6 +124,7 @@ class Trainer:
             self.model.train()
             bar = tqdm(batches(p.epoch, p.batch), total=n_batches, initial=p.batch,
                        desc=f"epoch {p.epoch + 1}/{s.epochs}", unit="batch", leave=False)
+            tick = time.perf_counter()
             for batch in bar:
                 loss, metrics = loss_fn(batch)
                 self._check(metrics, f"at epoch {p.epoch + 1}, batch {p.batch + 1}")
@@ -133,6 +135,8 @@ class Trainer:
                 self.optimizer.step()
                 p.batch += 1
                 p.step += 1
+                p.train_time += time.perf_counter() - tick
+                tick = time.perf_counter()
                 for k, v in metrics.items():
                     p.sums[k] = p.sums.get(k, 0.0) + float(v)
                 bar.set_postfix(loss=f"{p.sums['loss'] / p.batch:.4g}", refresh=False)
@@ -155,10 +159,11 @@ class Trainer:
             val = validate()
         self._check(val, f"in validation after epoch {p.epoch + 1}")
         train = {k: v / max(p.batch, 1) for k, v in p.sums.items()}
+        train["batches_per_s"] = p.batch / max(p.train_time, 1e-9)
         val_loss = float(val["loss"])
         self.scheduler.step(val_loss)
         p.epoch += 1
-        p.batch, p.sums = 0, {}
+        p.batch, p.sums, p.train_time = 0, {}, 0.0
         improved = val_loss < p.best_val
         if improved:
             p.best_val, p.bad_epochs = val_loss, 0

@@ -1,0 +1,129 @@
+"""Stage 2 throughput and memory: trainvae.py against V's own forward+backward.
+
+    python bench/vae.py --dataset datasets/carracing                     # throughput ratio
+    python bench/vae.py --memory --episodes 1000 --frames 1000           # peak memory, big data
+
+Throughput: frames/s of a real trainvae.py epoch (data path, logging and all, taken from
+its metrics.jsonl) divided by frames/s of forward+backward+Adam on one batch already in
+memory, same model, batch size and threads. Target (issue 3): >= 0.9.
+Memory: builds a synthetic CarRacing-sized dataset (uint8 64x64 frames), trains on it
+for --seconds and reports the peak resident memory of the training process; target < 4 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data.rollouts import save_rollout  # noqa: E402
+from models.vae import VAE, VAEConfig  # noqa: E402
+
+
+def in_memory_rate(batch_size: int, steps: int) -> float:
+    """Frames/s of the bare model step: the ceiling a training loop can reach."""
+    vae = VAE(VAEConfig())
+    opt = torch.optim.Adam(vae.parameters(), 1e-3)
+    x = torch.rand(batch_size, 3, 64, 64)
+    for i in range(steps + 3):
+        if i == 3:
+            t0 = time.perf_counter()
+        loss, _ = vae.loss(x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * batch_size / (time.perf_counter() - t0)
+
+
+def trainvae(logdir: Path, dataset: Path, batch_size: int, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, str(ROOT / "trainvae.py"), "--logdir", str(logdir), "--dataset", str(dataset),
+           "--batch-size", str(batch_size), "--nosamples", "--device", "cpu", *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def throughput(dataset: Path, batch_size: int) -> None:
+    with tempfile.TemporaryDirectory() as logdir:
+        proc = trainvae(Path(logdir), dataset, batch_size, "--epochs", "1")
+        _, err = proc.communicate()
+        if proc.returncode:
+            sys.exit(err)
+        line = json.loads((Path(logdir) / "vae" / "metrics.jsonl").read_text().splitlines()[0])
+    loop = line["train/batches_per_s"] * batch_size
+    bare = in_memory_rate(batch_size, 30)
+    print(f"V training, batch {batch_size}, {torch.get_num_threads()} threads")
+    print(f"  forward+backward on an in-memory batch  {bare:7.1f} frames/s")
+    print(f"  trainvae.py epoch on {dataset}  {loop:7.1f} frames/s   ratio {loop / bare:.2f} (target >= 0.90)")
+
+
+def synthetic_dataset(root: Path, episodes: int, frames: int) -> None:
+    """CarRacing-sized episodes of smooth random frames (cheap to compress and write)."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    for e in range(episodes):
+        shift = (np.arange(frames) + e) % 64
+        obs = np.stack([np.roll(base, s, axis=1) for s in shift])
+        save_rollout(root / f"rollout_{e:06d}.npz", {
+            "observations": obs,
+            "actions": rng.uniform(-1, 1, (frames, 3)).astype(np.float32),
+            "rewards": np.zeros(frames, np.float32),
+            "terminals": np.zeros(frames, bool),
+            "truncations": np.eye(1, frames, frames - 1, dtype=bool)[0],
+        })
+
+
+def peak_memory(episodes: int, frames: int, seconds: float, batch_size: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset, logdir = Path(tmp) / "data", Path(tmp) / "exp"
+        dataset.mkdir()
+        t0 = time.monotonic()
+        synthetic_dataset(dataset, episodes, frames)
+        print(f"wrote {episodes} x {frames} synthetic frames in {time.monotonic() - t0:.0f} s")
+        proc = trainvae(logdir, dataset, batch_size, "--epochs", "1")
+        peak = {"VmRSS": 0, "RssAnon": 0}
+        t0, training = time.monotonic(), None
+        while proc.poll() is None:
+            status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in peak:
+                    peak[key] = max(peak[key], int(value.split()[0]) * 1024)
+            if training is None and (Path(dataset) / "cache" / "frames.json").exists():
+                training = time.monotonic()
+            if training and time.monotonic() - training > seconds:
+                proc.kill()
+            time.sleep(0.2)
+        proc.wait()
+    gib = 2**30
+    print(f"cache built in {training - t0:.0f} s, then trained for {seconds:.0f} s")
+    print(f"  peak resident memory {peak['VmRSS'] / gib:.2f} GiB "
+          f"(anonymous {peak['RssAnon'] / gib:.2f} GiB; the rest is memory-mapped frames the kernel can drop)")
+    print(f"  dataset {episodes * frames * 64 * 64 * 3 / gib:.1f} GiB of frames; target < 4 GB")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", type=Path, default=Path("datasets/carracing"))
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--memory", action="store_true", help="measure peak memory on a synthetic dataset")
+    p.add_argument("--episodes", type=int, default=1000)
+    p.add_argument("--frames", type=int, default=1000)
+    p.add_argument("--seconds", type=float, default=120)
+    a = p.parse_args()
+    if a.memory:
+        peak_memory(a.episodes, a.frames, a.seconds, a.batch_size)
+    else:
+        throughput(a.dataset, a.batch_size)
+
+
+if __name__ == "__main__":
+    main()
