@@ -25,7 +25,7 @@ from utils.io import atomic_open, write_json
 CACHE_DIR = "cache"
 
 
-def _fingerprint(files: list[Path]) -> list[list]:
+def fingerprint(files: list[Path]) -> list[list]:
     return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
@@ -33,7 +33,7 @@ def frame_cache(root: str | os.PathLike, files: list[Path]) -> tuple[np.ndarray,
     """(frames memmap (N, 64, 64, 3) uint8, episode start offsets (E + 1,)), built if stale."""
     cache = Path(root) / CACHE_DIR
     npy, meta = cache / "frames.npy", cache / "frames.json"
-    fp = _fingerprint(files)
+    fp = fingerprint(files)
     if meta.exists() and npy.exists():
         info = json.loads(meta.read_text())
         if info["files"] == fp:

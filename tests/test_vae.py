@@ -20,10 +20,6 @@ from tests.conftest import ROOT, run_script
 from tests.gridworld_vision import agent_cell
 from utils.checkpoint import load_checkpoint
 
-# A GridWorld recipe that learns in about a minute on 2 CPU cores: a narrow V, the BCE
-# reconstruction loss, and 2 free nats per dimension (the three object positions alone
-# carry ~12.5 nats; Ha's 0.5 x 32 = 16 leaves too little for sharp reconstructions).
-GRID_RECIPE = ["--width", "16", "--recon", "bce", "--kl-tolerance", "2", "--lr", "2e-3", "--epochs", "7"]
 TINY = ["--width", "4", "--latent-size", "4", "--batch-size", "16", "--nosamples"]
 
 
@@ -40,13 +36,6 @@ def load_vae(path: Path) -> VAE:
 
 
 @pytest.fixture(scope="module")
-def grid_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("gridworld")
-    run_script("generation_script.py", "--rootdir", str(root), "--rollouts", "300", "--threads", "2")
-    return root
-
-
-@pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("small")
     run_script("generation_script.py", "--rootdir", str(root), "--rollouts", "12", "--threads", "0")
@@ -54,10 +43,8 @@ def small_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(grid_data, tmp_path_factory) -> Path:
-    logdir = tmp_path_factory.mktemp("exp")
-    trainvae(logdir, grid_data, *GRID_RECIPE)
-    return logdir
+def trained(grid_vae) -> Path:
+    return grid_vae
 
 
 def metrics(logdir: Path) -> list[dict]:

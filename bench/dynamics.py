@@ -1,0 +1,101 @@
+"""Stage 3 throughput: traindynamics.py against M's own forward+backward, and dream speed.
+
+    python bench/dynamics.py
+
+1. Sequences/s of a real traindynamics.py epoch (from its metrics.jsonl) divided by
+   sequences/s of forward+backward+Adam on a batch already in memory; target >= 0.9.
+   Runs on synthetic episodes with an untrained V (speed does not depend on the weights).
+2. Imagined steps/s with 1024 dreams stepped together through the world-model interface,
+   at CarRacing size (z 32, LSTM 256) and Doom size (z 64, LSTM 512).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.vae import synthetic_dataset  # noqa: E402
+from models.mdrnn import MDRNN, MDRNNConfig  # noqa: E402
+from models.vae import VAE, VAEConfig  # noqa: E402
+from utils.checkpoint import save_checkpoint  # noqa: E402
+from utils.logdir import StageDir  # noqa: E402
+
+
+def in_memory_rate(cfg: MDRNNConfig, batch: int, seq_len: int, steps: int) -> float:
+    m = MDRNN(cfg)
+    opt = torch.optim.Adam(m.parameters(), 1e-3)
+    z = torch.randn(batch, seq_len + 1, cfg.z_size)
+    a = torch.rand(batch, seq_len, cfg.action_size)
+    ones = torch.ones(batch, seq_len)
+    for i in range(steps + 3):
+        if i == 3:
+            t0 = time.perf_counter()
+        loss, _ = m.loss(z, a, ones * 0, ones * 0, ones, ones)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def training_ratio(batch: int, seq_len: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data, logdir = Path(tmp) / "data", Path(tmp) / "exp"
+        data.mkdir()
+        synthetic_dataset(data, 40, 500)
+        vae_stage = StageDir(logdir, "vae")
+        vae_stage.start(False)
+        cfg = VAEConfig()
+        save_checkpoint(vae_stage.best, {"model": VAE(cfg).state_dict(), "identity": {"model": cfg.to_dict()}})
+        cmd = [sys.executable, str(ROOT / "traindynamics.py"), "--logdir", str(logdir), "--dataset", str(data),
+               "--epochs", "1", "--nodreams", "--device", "cpu", "--batch-size", str(batch),
+               "--seq-len", str(seq_len)]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(proc.stderr)
+        line = json.loads((logdir / "dynamics" / "mdrnn" / "metrics.jsonl").read_text().splitlines()[0])
+    loop = line["train/batches_per_s"] * batch
+    bare = in_memory_rate(MDRNNConfig(), batch, seq_len, 30)
+    print(f"M (MDN-RNN) training, batch {batch} x {seq_len} steps, {torch.get_num_threads()} threads")
+    print(f"  forward+backward on in-memory tensors  {bare:8.1f} sequences/s")
+    print(f"  traindynamics.py epoch                 {loop:8.1f} sequences/s   ratio {loop / bare:.2f} "
+          "(target >= 0.90)")
+
+
+@torch.no_grad()
+def dream_rate(cfg: MDRNNConfig, rollouts: int, steps: int) -> float:
+    m = MDRNN(cfg).eval()
+    state = m.observe(m.initial_state(rollouts), torch.randn(rollouts, cfg.z_size), None)
+    a = torch.rand(rollouts, cfg.action_size)
+    m.imagine(state, a)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        state, *_ = m.imagine(state, a, 1.15)
+    return rollouts * steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=32)
+    p.add_argument("--rollouts", type=int, default=1024)
+    p.add_argument("--steps", type=int, default=50)
+    a = p.parse_args()
+    training_ratio(a.batch_size, a.seq_len)
+    for name, cfg in [("CarRacing size (z 32, LSTM 256)", MDRNNConfig(32, 3, 256)),
+                      ("Doom size (z 64, LSTM 512)", MDRNNConfig(64, 3, 512))]:
+        rate = dream_rate(cfg, a.rollouts, a.steps)
+        print(f"  imagine, {a.rollouts} dreams at once, {name}: {rate:10.0f} steps/s")
+
+
+if __name__ == "__main__":
+    main()

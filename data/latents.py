@@ -1,0 +1,98 @@
+"""The dataset encoded once by V (DESIGN section 5): M never runs frames through V.
+
+<logdir>/latents/ holds, for every frame, V's latent statistics ([mu, logvar], or logits
+for discrete latents) with the episode's actions (one-hot for discrete spaces), rewards,
+terminals and truncations, as .npy files read through memory maps. meta.json names the
+V checkpoint and dataset files they came from; a different V or dataset rebuilds them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data.dataset import read_meta
+from data.frames import fingerprint
+from data.rollouts import load_rollout
+from models.vae import VAE, frames_to_tensor
+from utils.io import atomic_open, write_json
+
+ARRAYS = ("stats", "actions", "rewards", "terminals", "truncations")
+
+
+@dataclass
+class Latents:
+    stats: np.ndarray  # (N, S) float32
+    actions: np.ndarray  # (N, A) float32
+    rewards: np.ndarray  # (N,) float32
+    terminals: np.ndarray  # (N,) bool
+    truncations: np.ndarray  # (N,) bool
+    offsets: np.ndarray  # (E + 1,) episode boundaries
+    names: list[str]
+
+    def episode(self, e: int) -> slice:
+        return slice(int(self.offsets[e]), int(self.offsets[e + 1]))
+
+
+def action_vectors(actions: np.ndarray, n_discrete: int | None) -> np.ndarray:
+    """Actions as M consumes them: one-hot rows for discrete spaces, float32 otherwise."""
+    if n_discrete is not None:
+        return np.eye(n_discrete, dtype=np.float32)[actions]
+    return actions.astype(np.float32).reshape(len(actions), -1)
+
+
+def discrete_actions(dataset: Path, files: list[Path]) -> int | None:
+    """Number of discrete actions (None for continuous), from dataset.json when present."""
+    space = (read_meta(dataset) or {}).get("action_space")
+    if space:
+        return space["n"] if space["type"] == "discrete" else None
+    first = load_rollout(files[0])["actions"]
+    return None if first.ndim == 2 else int(max(load_rollout(p)["actions"].max() for p in files)) + 1
+
+
+def _open(folder: Path, meta: dict) -> Latents:
+    arrays = {k: np.load(folder / f"{k}.npy", mmap_mode="r") for k in ARRAYS}
+    return Latents(**arrays, offsets=np.asarray(meta["offsets"]), names=[f[0] for f in meta["files"]])
+
+
+@torch.no_grad()
+def latent_cache(
+    logdir: Path, dataset: Path, files: list[Path], vae: VAE, vae_id: str, device: torch.device,
+    batch: int = 256,
+) -> Latents:
+    """Latents of every episode under the current V, encoded now only if not cached yet."""
+    folder = Path(logdir) / "latents"
+    key = {"vae": vae_id, "dataset": str(Path(dataset).resolve()), "files": fingerprint(files)}
+    meta_path = folder / "meta.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if {k: meta[k] for k in key} == key:
+            return _open(folder, meta)
+        print("V or the dataset changed since the latents were cached: encoding again")
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_path.unlink(missing_ok=True)  # invalid until every array below is complete
+    n_discrete = discrete_actions(dataset, files)
+    vae.eval()
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ARRAYS}
+    lengths = []
+    for p in tqdm(files, desc="encoding frames with V", unit="ep", leave=False):
+        r = load_rollout(p)
+        obs = torch.from_numpy(r["observations"])
+        stats = [vae.encode(frames_to_tensor(obs[i : i + batch], device)).float().cpu().numpy()
+                 for i in range(0, len(obs), batch)]
+        parts["stats"].append(np.concatenate(stats))
+        parts["actions"].append(action_vectors(r["actions"], n_discrete))
+        for k in ("rewards", "terminals", "truncations"):
+            parts[k].append(r[k])
+        lengths.append(len(obs))
+    for k, chunks in parts.items():
+        with atomic_open(folder / f"{k}.npy") as f:
+            np.save(f, np.concatenate(chunks))
+    meta = {**key, "offsets": np.concatenate([[0], np.cumsum(lengths)]).tolist(), "n_discrete": n_discrete}
+    write_json(meta_path, meta)
+    return _open(folder, meta)

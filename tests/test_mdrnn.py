@@ -1,0 +1,116 @@
+"""MDN-RNN (M of World Models): the mixture likelihood, stepping vs sequences, sampling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from data.latents import Latents
+from data.sequences import SequenceBatches
+from models.mdrnn import MDRNN, MDRNNConfig, gmm_nll
+
+TRUE = {"pi": torch.tensor([0.3, 0.7]), "mu": torch.tensor([-1.0, 2.0]), "sigma": torch.tensor([0.3, 0.5])}
+
+
+def sample_true(n: int, z: int, gen: torch.Generator) -> torch.Tensor:
+    k = torch.multinomial(TRUE["pi"], n * z, replacement=True, generator=gen).view(n, z)
+    return TRUE["mu"][k] + TRUE["sigma"][k] * torch.randn(n, z, generator=gen)
+
+
+def true_nll(x: torch.Tensor) -> torch.Tensor:
+    shape = (*x.shape, 2)
+    return gmm_nll(x, TRUE["mu"].expand(shape), TRUE["sigma"].log().expand(shape), TRUE["pi"].log().expand(shape))
+
+
+def test_mixture_nll_falls_to_the_true_mixture_nll() -> None:
+    """Next latents drawn from a known 2-component mixture, independent of the past: the
+    model's NLL must approach that mixture's own NLL (its entropy), from far above."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    B, T, Z = 64, 8, 4
+    m = MDRNN(MDRNNConfig(z_size=Z, action_size=2, hidden_size=32, gaussians=2))
+    opt = torch.optim.Adam(m.parameters(), 1e-2)
+    ones = torch.ones(B, T)
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+        return sample_true(B * (T + 1), Z, gen).view(B, T + 1, Z), torch.rand(B, T, 2, generator=gen)
+
+    losses = []
+    for _ in range(600):
+        z, a = batch()
+        _, metrics = m.loss(z, a, ones * 0, ones * 0, ones, ones)
+        loss = metrics["gmm"]
+        losses.append(float(loss))
+        opt.zero_grad()
+        (m.loss(z, a, ones * 0, ones * 0, ones, ones)[0]).backward()
+        opt.step()
+    z, a = sample_true(4096 * 2, Z, gen).view(4096, 2, Z), torch.rand(4096, 1, 2, generator=gen)
+    with torch.no_grad():
+        model = float(m.loss(z, a, torch.zeros(4096, 1), torch.zeros(4096, 1), torch.ones(4096, 1),
+                             torch.ones(4096, 1))[1]["gmm"])
+    reference = float(true_nll(z[:, 1]).mean())
+    assert losses[0] > reference + 1.0
+    assert abs(model - reference) < 0.03, (model, reference)
+
+
+def test_step_by_step_equals_the_sequence_model() -> None:
+    torch.manual_seed(0)
+    m = MDRNN(MDRNNConfig(z_size=5, action_size=3, hidden_size=16, gaussians=3)).eval()
+    z, a = torch.randn(2, 7, 5), torch.rand(2, 7, 3)
+    with torch.no_grad():
+        *_, r, d = m(z, a)
+        h_seq, _ = m.rnn(torch.cat([z, a], -1))
+        state = m.observe(m.initial_state(2), z[:, 0], None)
+        for t in range(7):
+            dream, _, r_t, d_t = m.imagine(state, a[:, t])
+            torch.testing.assert_close(dream["h"], h_seq[:, t])
+            torch.testing.assert_close(r_t, r[:, t])
+            torch.testing.assert_close(d_t, torch.sigmoid(d[:, t]))
+            if t + 1 < 7:
+                state = m.observe(state, z[:, t + 1], a[:, t])
+                torch.testing.assert_close(m.features(state), torch.cat([z[:, t + 1], h_seq[:, t]], -1))
+
+
+def test_temperature_scales_the_spread_of_dreams() -> None:
+    torch.manual_seed(0)
+    m = MDRNN(MDRNNConfig(z_size=8, action_size=2, hidden_size=16)).eval()
+    state = m.observe(m.initial_state(1), torch.zeros(1, 8), None)
+    state = {k: v.expand(4000, -1) for k, v in state.items()}
+    a = torch.zeros(4000, 2)
+    with torch.no_grad():
+        spread = {tau: m.imagine(state, a, tau)[1].std(0).mean().item() for tau in (0.05, 1.0, 2.0)}
+    assert spread[0.05] < 0.5 * spread[1.0] < spread[2.0]
+
+
+def fake_latents(lengths: list[int]) -> Latents:
+    """Episode e's step t has stats [e, t]: every gathered value tells where it came from."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    stats = np.concatenate([np.stack([np.full(T, e), np.arange(T)], 1) for e, T in enumerate(lengths)])
+    terminals = np.zeros(len(stats), bool)
+    terminals[offsets[1:] - 1] = True
+    return Latents(stats.astype(np.float32), np.zeros((len(stats), 1), np.float32), np.zeros(len(stats), np.float32),
+                   terminals, np.zeros(len(stats), bool), offsets, [str(e) for e in range(len(lengths))])
+
+
+def test_windows_never_cross_episodes_and_cover_them() -> None:
+    lat = fake_latents([5, 23, 8])
+    seqs = SequenceBatches(lat, [0, 1, 2], seq_len=6, batch_size=4, seed=0)
+    for epoch in range(3):
+        seen = set()
+        for b in seqs.epoch(epoch):
+            ep, t = b["stats"][..., 0], b["stats"][..., 1]
+            assert (ep == ep[:, :1]).all()  # one episode per window, padding included
+            inside = b["mask"].astype(bool)
+            steps = t[:, :-1]
+            assert (np.diff(steps, axis=1)[inside[:, 1:]] == 1).all()  # consecutive while inside
+            T = np.array([5, 23, 8])[ep[:, 0].astype(int)]
+            start = t[:, 0]
+            expected = np.arange(6)[None] < (T - start)[:, None]  # mask ends with the episode
+            np.testing.assert_array_equal(inside, expected)
+            np.testing.assert_array_equal(b["next_mask"].astype(bool), np.arange(1, 7)[None] < (T - start)[:, None])
+            assert (b["terminals"][inside] == (steps == T[:, None] - 1)[inside]).all()
+            seen |= {(int(e), int(s)) for e, s in zip(ep[:, :-1][inside], steps[inside], strict=True)}
+        assert seen == {(e, s) for e, T in enumerate([5, 23, 8]) for s in range(T)}  # every step, every epoch
+    assert math.isclose(len(list(seqs.epoch(0, shuffle=False))), seqs.n_batches(0, shuffle=False))

@@ -1,0 +1,123 @@
+"""Stage 3: train M, the world model, on V's latents of a rollout dataset.
+
+    python traindynamics.py --model mdrnn --logdir exp --dataset datasets/carracing
+
+The dataset is encoded once by <logdir>/vae/best.pt into <logdir>/latents/ (reused while
+V is unchanged). Rerunning resumes from <logdir>/dynamics/<model>/latest.pt; --noreload
+starts afresh. Each epoch writes an open-loop dream GIF to dynamics/<model>/dreams/.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.dataset import episode_split, open_dataset
+from data.frames import prefetch
+from data.latents import latent_cache
+from data.rollouts import load_rollout
+from data.sequences import Batch, SequenceBatches
+from utils.checkpoint import seed_everything
+from utils.cli import run_main
+from utils.device import resolve_device
+from utils.dreams import open_loop, save_dream_gif
+from utils.logdir import StageDir
+from utils.training import Trainer, TrainSettings
+from utils.upstream import DYNAMICS, build_dynamics, load_vae
+
+DREAM_EPISODES, DREAM_CONTEXT, DREAM_STEPS = 4, 8, 40
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=list(DYNAMICS), default="mdrnn")
+    p.add_argument("--logdir", type=Path, required=True)
+    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seq-len", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--hidden-size", type=int, default=256, help="LSTM units (Ha: 256 CarRacing, 512 Doom)")
+    p.add_argument("--gaussians", type=int, default=5, help="mixture components per latent dimension")
+    p.add_argument("--reward-weight", type=float, default=1.0)
+    p.add_argument("--done-weight", type=float, default=1.0)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--patience", type=int, default=10, help="epochs without improvement before stopping")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="tau for the dream GIFs")
+    p.add_argument("--nodreams", action="store_true", help="skip the dream GIF each epoch")
+    p.add_argument("--noreload", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    if min(a.epochs, a.seq_len, a.batch_size, a.hidden_size, a.gaussians) < 1:
+        p.error("sizes and --epochs must be >= 1")
+    return a
+
+
+def main() -> None:
+    a = parse_args()
+    device = resolve_device(a.device)
+    files = open_dataset(a.dataset)
+    vae, vae_id = load_vae(a.logdir, device)
+    stage = StageDir(a.logdir, f"dynamics/{a.model}")
+    stage.start(a.noreload)
+    seed_everything(a.seed)
+    lat = latent_cache(a.logdir, a.dataset, files, vae, vae_id, device)
+    train_eps, val_eps = episode_split(a.logdir, files, 0.1)
+    train = SequenceBatches(lat, train_eps, a.seq_len, a.batch_size, a.seed)
+    val = SequenceBatches(lat, val_eps or train_eps, a.seq_len, a.batch_size, a.seed)
+
+    config = {"z_size": vae.cfg.z_size, "action_size": lat.actions.shape[1], "hidden_size": a.hidden_size,
+              "gaussians": a.gaussians, "reward_weight": a.reward_weight, "done_weight": a.done_weight}
+    m = build_dynamics(a.model, config).to(device)
+    optimizer = torch.optim.Adam(m.parameters(), lr=a.lr)
+    settings = TrainSettings(a.epochs, stop_patience=a.patience, grad_clip=a.grad_clip,
+                             checkpoint_every_s=60 * a.checkpoint_minutes)
+    identity = {"model": config, "vae": vae_id, "dataset": str(a.dataset.resolve()),
+                "seq_len": a.seq_len, "batch_size": a.batch_size, "seed": a.seed}
+    trainer = Trainer(stage, m, optimizer, settings, identity)
+    trainer.restore(stage.resume_state(device))
+    stage.write_config({**vars(a), "logdir": str(a.logdir), "dataset": str(a.dataset), "device": str(device)})
+    print(f"M ({a.model}): {sum(p.numel() for p in m.parameters()):,} parameters on {device}; "
+          f"{len(train_eps)} train / {len(val_eps)} validation episodes, z {vae.cfg.z_size}")
+
+    def loss_fn(b: Batch):
+        t = {k: torch.from_numpy(np.asarray(v)).to(device, non_blocking=True) for k, v in b.items()}
+        z = vae.sample(t["stats"])  # a fresh z from the stored mu and sigma every batch
+        return m.loss(z, t["actions"], t["rewards"], t["terminals"], t["mask"], t["next_mask"])
+
+    def validate() -> dict[str, torch.Tensor]:
+        sums: dict[str, torch.Tensor] = {}
+        n = 0
+        for b in val.epoch(0, shuffle=False):
+            _, metrics = loss_fn(b)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0) + v * len(b["mask"])
+            n += len(b["mask"])
+        return {k: v / n for k, v in sums.items()}
+
+    dream_eps = (val_eps or train_eps)[:DREAM_EPISODES]
+
+    def after_epoch(epoch: int) -> None:
+        if a.nodreams:
+            return
+        truths, dreams = [], []
+        for e in dream_eps:
+            span = lat.episode(e)
+            T = min(span.stop - span.start, DREAM_CONTEXT + DREAM_STEPS)
+            truths.append(load_rollout(files[e])["observations"][:T])
+            dreams.append(open_loop(vae, m, lat.stats[span][:T], lat.actions[span][:T], DREAM_CONTEXT,
+                                    a.temperature, device))
+        save_dream_gif(stage.sub("dreams") / f"epoch_{epoch:03d}.gif", truths, dreams, DREAM_CONTEXT)
+
+    trainer.fit(lambda epoch, start: prefetch(train.epoch(epoch, start), 1),
+                train.n_batches(), loss_fn, validate, after_epoch)
+    print(f"best validation loss {trainer.progress.best_val:.5g}: {stage.best}")
+
+
+if __name__ == "__main__":
+    run_main(main)

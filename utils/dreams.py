@@ -1,0 +1,51 @@
+"""Open-loop dreams: a few real frames as context, then M imagines the rest under the real
+actions, decoded by V. Written as GIFs with rows truth / imagined / difference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import torch
+
+from models.vae import VAE
+from models.world_model import WorldModel
+
+
+@torch.no_grad()
+def open_loop(
+    vae: VAE, m: WorldModel, stats: np.ndarray, actions: np.ndarray, context: int,
+    temperature: float, device: torch.device,
+) -> np.ndarray:
+    """Frames (T, 64, 64, 3) uint8: V's reconstructions for t < context, dreams after."""
+    s = torch.as_tensor(np.asarray(stats), device=device)
+    a = torch.as_tensor(np.asarray(actions), device=device)
+    state, zs = m.initial_state(1), []
+    for t in range(len(s)):
+        if t < context:
+            z = vae.sample(s[t : t + 1], mean=True)
+            state = m.observe(state, z, a[t - 1 : t] if t else None)
+        else:
+            state, z, _, _ = m.imagine(state, a[t - 1 : t], temperature)
+        zs.append(z)
+    x = vae.decode(torch.cat(zs))
+    return x.clamp(0, 1).mul(255).byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_dream_gif(path: Path, truths: list[np.ndarray], dreams: list[np.ndarray], context: int) -> None:
+    """One column per episode; rows truth, imagined, |difference|. A red bar marks dreaming."""
+    T = min(len(t) for t in truths)
+    frames = []
+    for t in range(T):
+        cols = []
+        for truth, dream in zip(truths, dreams, strict=True):
+            imagined = dream[t].copy()
+            if t >= context:
+                imagined[:2] = (255, 0, 0)
+            diff = np.abs(truth[t].astype(np.int16) - dream[t].astype(np.int16)).astype(np.uint8)
+            cols.append(np.concatenate([truth[t], imagined, diff], 0))
+        frame = np.concatenate(cols, 1)
+        frames.append(frame.repeat(2, 0).repeat(2, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(path, frames, duration=0.1, loop=0)

@@ -1,0 +1,48 @@
+"""Loading the upstream stages' best.pt, with the checks DESIGN section 5 asks for:
+a missing stage names the command that makes it; a changed upstream is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from models.mdrnn import MDRNN, MDRNNConfig
+from models.vae import VAE, VAEConfig
+from utils.checkpoint import CheckpointError
+from utils.logdir import StageDir, require_upstream
+
+DYNAMICS = {"mdrnn": (MDRNN, MDRNNConfig)}
+
+
+def load_vae(logdir: Path, device: torch.device) -> tuple[VAE, str]:
+    """V from <logdir>/vae/best.pt and that checkpoint's id."""
+    ckpt = require_upstream(StageDir(logdir, "vae"), "trained V",
+                            f"python trainvae.py --logdir {logdir} --dataset <rollouts>")
+    vae = VAE(VAEConfig(**ckpt["identity"]["model"])).to(device)
+    vae.load_state_dict(ckpt["model"])
+    return vae.eval(), ckpt["id"]
+
+
+def build_dynamics(name: str, config: dict) -> torch.nn.Module:
+    cls, cfg = DYNAMICS[name]
+    return cls(cfg(**config))
+
+
+def load_dynamics(logdir: Path, name: str, vae: VAE, vae_id: str, device: torch.device) -> tuple[torch.nn.Module, str]:
+    """M from <logdir>/dynamics/<name>/best.pt, refused if trained on another V."""
+    stage = StageDir(logdir, f"dynamics/{name}")
+    ckpt = require_upstream(stage, f"trained M ({name})",
+                            f"python traindynamics.py --model {name} --logdir {logdir} --dataset <rollouts>")
+    identity = ckpt["identity"]
+    if identity["model"]["z_size"] != vae.cfg.z_size:
+        raise CheckpointError(
+            f"{stage.best} expects z of size {identity['model']['z_size']} but V has {vae.cfg.z_size}: "
+            f"retrain M with traindynamics.py --noreload"
+        )
+    if identity["vae"] != vae_id:
+        raise CheckpointError(f"{stage.best} was trained on another V than {logdir}/vae/best.pt: "
+                              "retrain M with traindynamics.py --noreload")
+    m = build_dynamics(name, identity["model"]).to(device)
+    m.load_state_dict(ckpt["model"])
+    return m.eval(), ckpt["id"]
