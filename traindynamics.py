@@ -25,7 +25,7 @@ from utils.cli import run_main
 from utils.device import resolve_device
 from utils.dreams import open_loop, save_dream_gif
 from utils.logdir import StageDir
-from utils.training import Trainer, TrainSettings
+from utils.training import Trainer, TrainSettings, check_identity
 from utils.upstream import DYNAMICS, build_dynamics, load_vae
 
 DREAM_EPISODES, DREAM_CONTEXT, DREAM_STEPS = 4, 8, 40
@@ -66,6 +66,8 @@ def main() -> None:
     stage = StageDir(a.logdir, f"dynamics/{a.model}")
     stage.start(a.noreload)
     seed_everything(a.seed)
+    resume = stage.resume_state(device)
+    check_identity(stage, resume, {"vae": vae_id})  # before encoding anything
     lat = latent_cache(a.logdir, a.dataset, files, vae, vae_id, device)
     train_eps, val_eps = episode_split(a.logdir, files, 0.1)
     train = SequenceBatches(lat, train_eps, a.seq_len, a.batch_size, a.seed)
@@ -80,7 +82,7 @@ def main() -> None:
     identity = {"model": config, "vae": vae_id, "dataset": str(a.dataset.resolve()),
                 "seq_len": a.seq_len, "batch_size": a.batch_size, "seed": a.seed}
     trainer = Trainer(stage, m, optimizer, settings, identity)
-    trainer.restore(stage.resume_state(device))
+    trainer.restore(resume)
     stage.write_config({**vars(a), "logdir": str(a.logdir), "dataset": str(a.dataset), "device": str(device)})
     print(f"M ({a.model}): {sum(p.numel() for p in m.parameters()):,} parameters on {device}; "
           f"{len(train_eps)} train / {len(val_eps)} validation episodes, z {vae.cfg.z_size}")

@@ -30,6 +30,20 @@ class TrainingError(UserError):
     """Training cannot go on (a NaN loss); the last good checkpoint is kept."""
 
 
+def check_identity(stage: StageDir, state: dict[str, Any] | None, identity: dict[str, Any]) -> None:
+    """Refuse to resume from a checkpoint made with other settings in `identity`'s keys.
+
+    Stages call it early with the upstream keys alone, before any expensive work."""
+    if state is None:
+        return
+    diff = [k for k in identity if state["identity"].get(k) != identity[k]]
+    if diff:
+        raise CheckpointError(
+            f"{stage.latest} was trained with other {', '.join(diff)}: "
+            "rerun with --noreload to start this stage afresh, or use another --logdir"
+        )
+
+
 @dataclass
 class Progress:
     epoch: int = 0  # finished epochs
@@ -72,12 +86,7 @@ class Trainer:
         """Continue from latest.pt, refusing one made with another model or upstream."""
         if state is None:
             return
-        if state["identity"] != self.identity:
-            diff = [k for k in self.identity if state["identity"].get(k) != self.identity[k]]
-            raise CheckpointError(
-                f"{self.stage.latest} was trained with other {', '.join(diff)}: "
-                "rerun with --noreload to start this stage afresh, or use another --logdir"
-            )
+        check_identity(self.stage, state, self.identity)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

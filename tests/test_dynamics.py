@@ -1,0 +1,106 @@
+"""Stage 3 end to end: latent cache, resume, upstream checks and dreams of traindynamics.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import imageio.v2 as imageio
+import pytest
+import torch
+
+from tests.conftest import run_script
+from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.upstream import load_dynamics, load_vae
+
+TINY_V = ["--width", "4", "--latent-size", "4", "--batch-size", "16", "--nosamples", "--epochs", "1"]
+TINY_M = ["--hidden-size", "16", "--gaussians", "2", "--seq-len", "8", "--batch-size", "8", "--nodreams"]
+
+
+def trainvae(logdir: Path, dataset: Path, *args: str) -> None:
+    run_script("trainvae.py", "--logdir", str(logdir), "--dataset", str(dataset), "--device", "cpu", *TINY_V, *args)
+
+
+def traindynamics(logdir: Path, dataset: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run_script("traindynamics.py", "--logdir", str(logdir), "--dataset", str(dataset), "--device", "cpu",
+                      *TINY_M, *args, check=check)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    run_script("generation_script.py", "--rootdir", str(root), "--rollouts", "12", "--threads", "0")
+    return root
+
+
+@pytest.fixture(scope="module")
+def with_vae(data, tmp_path_factory) -> Path:
+    logdir = tmp_path_factory.mktemp("exp")
+    trainvae(logdir, data)
+    return logdir
+
+
+@pytest.fixture
+def logdir(with_vae, tmp_path) -> Path:
+    """A private copy of a logdir holding a trained V."""
+    shutil.copytree(with_vae, tmp_path / "exp")
+    return tmp_path / "exp"
+
+
+def test_latents_are_cached_then_rebuilt_when_v_changes(logdir, data) -> None:
+    traindynamics(logdir, data, "--epochs", "1")
+    meta = logdir / "latents" / "meta.json"
+    stamp, key = meta.stat().st_mtime_ns, json.loads(meta.read_text())["vae"]
+    assert key == load_checkpoint(logdir / "vae" / "best.pt")["id"]
+    out = traindynamics(logdir, data, "--epochs", "2").stdout
+    assert meta.stat().st_mtime_ns == stamp and "encoding again" not in out  # reused
+
+    trainvae(logdir, data, "--noreload", "--seed", "1")  # a new V
+    proc = traindynamics(logdir, data, "--epochs", "3", check=False)
+    assert proc.returncode == 2 and "trained with other vae" in proc.stderr  # old M does not fit it
+    out = traindynamics(logdir, data, "--epochs", "1", "--noreload").stdout
+    assert "encoding again" in out
+    assert json.loads(meta.read_text())["vae"] == load_checkpoint(logdir / "vae" / "best.pt")["id"]
+
+
+def test_resume_equals_uninterrupted(logdir, data, tmp_path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(logdir, other)
+    traindynamics(logdir, data, "--epochs", "3")
+    traindynamics(other, data, "--epochs", "2")
+    assert "resuming" in traindynamics(other, data, "--epochs", "3").stdout
+    a = load_checkpoint(logdir / "dynamics" / "mdrnn" / "latest.pt")["model"]
+    b = load_checkpoint(other / "dynamics" / "mdrnn" / "latest.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_noreload_starts_afresh(logdir, data) -> None:
+    traindynamics(logdir, data, "--epochs", "2")
+    assert "resuming" not in traindynamics(logdir, data, "--epochs", "1", "--noreload").stdout
+    assert load_checkpoint(logdir / "dynamics" / "mdrnn" / "latest.pt")["progress"]["epoch"] == 1
+
+
+def test_latent_size_mismatch_between_v_and_m_is_refused(logdir, data) -> None:
+    traindynamics(logdir, data, "--epochs", "1")
+    trainvae(logdir, data, "--noreload", "--latent-size", "8")
+    vae, vae_id = load_vae(logdir, torch.device("cpu"))
+    with pytest.raises(CheckpointError, match="expects z of size 4 but V has 8"):
+        load_dynamics(logdir, "mdrnn", vae, vae_id, torch.device("cpu"))
+
+
+def test_dream_gif_has_truth_dream_and_difference_rows(logdir, data) -> None:
+    traindynamics(logdir, data, "--epochs", "1", "--nodreams", "--nodreams")
+    run_script("traindynamics.py", "--logdir", str(logdir), "--dataset", str(data), "--device", "cpu",
+               *[a for a in TINY_M if a != "--nodreams"], "--epochs", "2")
+    gif = logdir / "dynamics" / "mdrnn" / "dreams" / "epoch_002.gif"
+    frames = imageio.mimread(gif)
+    assert len(frames) > 8  # context plus dreamed steps
+    h, w = frames[0].shape[:2]
+    assert h == 3 * 64 * 2 and w % (64 * 2) == 0  # rows truth / imagined / difference, 2x scale
+
+
+def test_missing_v_names_the_command(data, tmp_path) -> None:
+    proc = traindynamics(tmp_path / "empty", data, "--epochs", "1", check=False)
+    assert proc.returncode == 2 and "run `python trainvae.py" in proc.stderr
