@@ -130,6 +130,7 @@ KNOWN_ENVS: dict[str, Callable[..., gym.Env]] = {
     "VizdoomTakeCover-v1": _takecover,
     "GridWorld-v0": _gridworld("GridWorld-v0"),
     "GridWorldContinuous-v0": _gridworld("GridWorldContinuous-v0"),
+    "GridWorld8x8-v0": _gridworld("GridWorld8x8-v0"),
 }
 
 

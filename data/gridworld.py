@@ -20,7 +20,7 @@ from gymnasium import spaces
 FRAME = 64
 BACKGROUND = np.array([16, 16, 24], np.uint8)
 GRID_LINE = np.array([44, 44, 60], np.uint8)
-GOAL = np.array([0, 200, 60], np.uint8)
+GOAL = np.array([0, 150, 255], np.uint8)
 HAZARD = np.array([220, 30, 30], np.uint8)
 AGENT = np.array([255, 230, 0], np.uint8)
 MOVES = ((0, -1), (1, 0), (0, 1), (-1, 0))  # (dx, dy) of actions 0 up, 1 right, 2 down, 3 left
@@ -181,6 +181,15 @@ class GridWorldEnv(gym.Env[np.ndarray, np.ndarray | int]):
         return distances
 
 
-for _env_id, _kwargs in (("GridWorld-v0", {}), ("GridWorldContinuous-v0", {"continuous": True})):
+# The registered quickstart task is a 4x4 grid: small enough that V, M and a linear C learn
+# it in minutes on a CPU, while a random policy still fails three times in four. The 8x8
+# grid is the harder variant.
+SMALL = {"size": 4, "max_steps": 16}
+REGISTERED = (
+    ("GridWorld-v0", SMALL),
+    ("GridWorldContinuous-v0", {**SMALL, "continuous": True}),
+    ("GridWorld8x8-v0", {"size": 8, "max_steps": 40}),
+)
+for _env_id, _kwargs in REGISTERED:
     if _env_id not in gym.registry:
         gym.register(id=_env_id, entry_point="data.gridworld:GridWorldEnv", kwargs=_kwargs)

@@ -11,6 +11,8 @@ import imageio.v2 as imageio
 import pytest
 import torch
 
+from data.dataset import open_dataset
+from data.latents import latent_cache
 from tests.conftest import run_script
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.upstream import load_dynamics, load_vae
@@ -104,3 +106,32 @@ def test_dream_gif_has_truth_dream_and_difference_rows(logdir, data) -> None:
 def test_missing_v_names_the_command(data, tmp_path) -> None:
     proc = traindynamics(tmp_path / "empty", data, "--epochs", "1", check=False)
     assert proc.returncode == 2 and "run `python trainvae.py" in proc.stderr
+
+
+def test_reward_and_done_heads_learn_gridworld(grid_vae, grid_data, tmp_path) -> None:
+    """On held-out episodes M predicts the end of an episode and the sign of its reward."""
+    logdir = tmp_path / "exp"
+    shutil.copytree(grid_vae, logdir)
+    run_script("traindynamics.py", "--logdir", str(logdir), "--dataset", str(grid_data), "--device", "cpu",
+               "--epochs", "60", "--seq-len", "16", "--reward-weight", "5", "--done-weight", "5", "--nodreams")
+    cpu = torch.device("cpu")
+    vae, vae_id = load_vae(logdir, cpu)
+    m, _ = load_dynamics(logdir, "mdrnn", vae, vae_id, cpu)
+    lat = latent_cache(logdir, grid_data, open_dataset(grid_data), vae, vae_id, cpu)
+    val = json.loads((logdir / "split.json").read_text())["val"]
+    p_done, done, r_hat, r = [], [], [], []
+    with torch.no_grad():
+        for e in [lat.names.index(n) for n in val]:
+            span = lat.episode(e)
+            z = vae.sample(torch.tensor(lat.stats[span]), mean=True)[None]
+            *_, reward, d_logit = m(z, torch.tensor(lat.actions[span])[None])
+            p_done.append(torch.sigmoid(d_logit[0]))
+            r_hat.append(reward[0])
+            done.append(torch.tensor(lat.terminals[span]))
+            r.append(torch.tensor(lat.rewards[span]))
+    p_done, done, r_hat, r = (torch.cat(x) for x in (p_done, done, r_hat, r))
+    assert done.sum() >= 30  # enough goal and hazard endings to judge
+    assert p_done[done].mean() > 5 * p_done[~done].mean()
+    goal, hazard = done & (r > 0), done & (r < 0)
+    assert r_hat[goal].mean() > r_hat[hazard].mean() + 0.15
+    assert (r_hat[~done] - r[~done]).abs().mean() < 0.1  # the step cost elsewhere

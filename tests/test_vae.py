@@ -17,7 +17,7 @@ import torch
 from data.rollouts import load_rollout
 from models.vae import VAE, VAEConfig, frames_to_tensor
 from tests.conftest import ROOT, run_script
-from tests.gridworld_vision import agent_cell
+from tests.gridworld_vision import cell_of
 from utils.checkpoint import load_checkpoint
 
 TINY = ["--width", "4", "--latent-size", "4", "--batch-size", "16", "--nosamples"]
@@ -53,7 +53,7 @@ def metrics(logdir: Path) -> list[dict]:
 
 def test_loss_falls(trained) -> None:
     val = [m for m in metrics(trained) if "val/loss" in m]
-    assert len(val) == 7
+    assert len(val) == 3
     assert val[-1]["val/recon"] < 0.97 * val[0]["val/recon"]
     assert val[-1]["val/pixel_mse"] < 0.5 * val[0]["val/pixel_mse"]
 
@@ -62,18 +62,18 @@ def test_reconstruction_puts_agent_in_the_right_cell(trained, grid_data) -> None
     """On held-out episodes the decoded frame shows the agent where it really is."""
     vae = load_vae(trained / "vae" / "best.pt")
     val_names = json.loads((trained / "split.json").read_text())["val"]
-    assert len(val_names) >= 10
+    assert len(val_names) >= 50
     obs = np.concatenate([load_rollout(grid_data / n)["observations"] for n in val_names])
     with torch.no_grad():
         x = frames_to_tensor(torch.from_numpy(obs), "cpu")
         recon = vae.decode(vae.sample(vae.encode(x), mean=True)).permute(0, 2, 3, 1).numpy()
-    accuracy = (agent_cell(recon) == agent_cell(obs)).mean()
+    accuracy = (cell_of(recon) == cell_of(obs)).mean()
     assert accuracy >= 0.95, f"agent in the right cell in only {accuracy:.1%} of {len(obs)} frames"
 
 
 def test_samples_and_logs_are_written(trained) -> None:
     pngs = sorted((trained / "vae" / "samples").glob("epoch_*.png"))
-    assert len(pngs) == 7
+    assert len(pngs) == 3
     assert list((trained / "tb" / "vae").iterdir())
     config = json.loads((trained / "vae" / "config.json").read_text())
     assert config["recon"] == "bce" and config["width"] == 16
