@@ -28,16 +28,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="GridWorld-v0")
     p.add_argument("--logdir", default="exp/quickstart")
-    p.add_argument("--rollouts", type=int, default=500)
+    p.add_argument("--rollouts", type=int, default=1500)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     dataset = f"datasets/{a.env}"
     stage("generation_script.py", "--env", a.env, "--rollouts", str(a.rollouts),
           "--rootdir", dataset, "--threads", str(a.threads))
     # GridWorld's flat colours: a narrow V, the BCE loss and 2 free nats per dimension
-    # learn it in about a minute on 2 CPU cores (see README, stage 2)
-    stage("trainvae.py", "--logdir", a.logdir, "--dataset", dataset, "--epochs", "5", "--width", "16",
+    stage("trainvae.py", "--logdir", a.logdir, "--dataset", dataset, "--epochs", "3", "--width", "16",
           "--recon", "bce", "--kl-tolerance", "2", "--lr", "2e-3")
+    # episodes last about 12 steps; rewards and endings are rare, so their losses weigh more
+    stage("traindynamics.py", "--model", "mdrnn", "--logdir", a.logdir, "--dataset", dataset, "--epochs", "40",
+          "--seq-len", "16", "--reward-weight", "5", "--done-weight", "5")
+    print(f"\nquickstart done: V's reconstructions in {a.logdir}/vae/samples/, "
+          f"M's dreams in {a.logdir}/dynamics/mdrnn/dreams/ (rows: truth, dream, difference)")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from utils.device import resolve_device
 from utils.dreams import open_loop, save_dream_gif
 from utils.logdir import StageDir
 from utils.training import Trainer, TrainSettings, check_identity
-from utils.upstream import DYNAMICS, build_dynamics, load_vae
+from utils.upstream import DYNAMICS, build_dynamics, load_dynamics, load_vae
 
 DREAM_EPISODES, DREAM_CONTEXT, DREAM_STEPS = 4, 8, 40
 
@@ -49,12 +49,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)
     p.add_argument("--temperature", type=float, default=1.0, help="tau for the dream GIFs")
     p.add_argument("--nodreams", action="store_true", help="skip the dream GIF each epoch")
+    p.add_argument("--dream-only", action="store_true",
+                   help="train nothing: write dreams/best_tau<T>.gif from best.pt and exit")
     p.add_argument("--noreload", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     if min(a.epochs, a.seq_len, a.batch_size, a.hidden_size, a.gaussians) < 1:
         p.error("sizes and --epochs must be >= 1")
+    if a.dream_only and a.noreload:
+        p.error("--dream-only reads best.pt; it cannot go with --noreload")
     return a
 
 
@@ -72,6 +76,25 @@ def main() -> None:
     train_eps, val_eps = episode_split(a.logdir, files, 0.1)
     train = SequenceBatches(lat, train_eps, a.seq_len, a.batch_size, a.seed)
     val = SequenceBatches(lat, val_eps or train_eps, a.seq_len, a.batch_size, a.seed)
+
+    # the longest validation episodes show the most dreaming (the GIF stops with the shortest)
+    dream_eps = sorted(val_eps or train_eps, key=lambda e: lat.offsets[e] - lat.offsets[e + 1])[:DREAM_EPISODES]
+
+    def write_dreams(model: torch.nn.Module, name: str) -> None:
+        truths, dreams = [], []
+        for e in dream_eps:
+            span = lat.episode(e)
+            T = min(span.stop - span.start, DREAM_CONTEXT + DREAM_STEPS)
+            truths.append(load_rollout(files[e])["observations"][:T])
+            dreams.append(open_loop(vae, model, lat.stats[span][:T], lat.actions[span][:T], DREAM_CONTEXT,
+                                    a.temperature, device))
+        save_dream_gif(stage.sub("dreams") / name, truths, dreams, DREAM_CONTEXT)
+
+    if a.dream_only:
+        best, _ = load_dynamics(a.logdir, a.model, vae, vae_id, device)
+        write_dreams(best, f"best_tau{a.temperature:g}.gif")
+        print(f"wrote {stage.path / 'dreams' / f'best_tau{a.temperature:g}.gif'}")
+        return
 
     config = {"z_size": vae.cfg.z_size, "action_size": lat.actions.shape[1], "hidden_size": a.hidden_size,
               "gaussians": a.gaussians, "reward_weight": a.reward_weight, "done_weight": a.done_weight}
@@ -102,19 +125,9 @@ def main() -> None:
             n += len(b["mask"])
         return {k: v / n for k, v in sums.items()}
 
-    dream_eps = (val_eps or train_eps)[:DREAM_EPISODES]
-
     def after_epoch(epoch: int) -> None:
-        if a.nodreams:
-            return
-        truths, dreams = [], []
-        for e in dream_eps:
-            span = lat.episode(e)
-            T = min(span.stop - span.start, DREAM_CONTEXT + DREAM_STEPS)
-            truths.append(load_rollout(files[e])["observations"][:T])
-            dreams.append(open_loop(vae, m, lat.stats[span][:T], lat.actions[span][:T], DREAM_CONTEXT,
-                                    a.temperature, device))
-        save_dream_gif(stage.sub("dreams") / f"epoch_{epoch:03d}.gif", truths, dreams, DREAM_CONTEXT)
+        if not a.nodreams:
+            write_dreams(m, f"epoch_{epoch:03d}.gif")
 
     trainer.fit(lambda epoch, start: prefetch(train.epoch(epoch, start), 1),
                 train.n_batches(), loss_fn, validate, after_epoch)

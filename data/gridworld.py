@@ -28,7 +28,7 @@ EDGE = 1e-6  # keeps a continuous position strictly inside the grid so floor() s
 
 
 class GridWorldEnv(gym.Env[np.ndarray, np.ndarray | int]):
-    """Reach the green goal, avoid the red hazard; -step_cost per step, internal time limit.
+    """Reach the blue goal, avoid the red hazard; -step_cost per step, internal time limit.
 
     Public state (read it, or set it after reset() to build a scenario):
     agent_pos: np.ndarray (x, y); int64 cell (discrete) or exact float position (continuous).

@@ -92,15 +92,19 @@ def test_latent_size_mismatch_between_v_and_m_is_refused(logdir, data) -> None:
         load_dynamics(logdir, "mdrnn", vae, vae_id, torch.device("cpu"))
 
 
-def test_dream_gif_has_truth_dream_and_difference_rows(logdir, data) -> None:
-    traindynamics(logdir, data, "--epochs", "1", "--nodreams", "--nodreams")
+def test_dream_gifs_each_epoch_and_on_demand(logdir, data) -> None:
+    with_dreams = [a for a in TINY_M if a != "--nodreams"]
     run_script("traindynamics.py", "--logdir", str(logdir), "--dataset", str(data), "--device", "cpu",
-               *[a for a in TINY_M if a != "--nodreams"], "--epochs", "2")
-    gif = logdir / "dynamics" / "mdrnn" / "dreams" / "epoch_002.gif"
-    frames = imageio.mimread(gif)
+               *with_dreams, "--epochs", "2")
+    dreams = logdir / "dynamics" / "mdrnn" / "dreams"
+    assert sorted(p.name for p in dreams.iterdir()) == ["epoch_001.gif", "epoch_002.gif"]
+    frames = imageio.mimread(dreams / "epoch_002.gif")
     assert len(frames) > 8  # context plus dreamed steps
     h, w = frames[0].shape[:2]
     assert h == 3 * 64 * 2 and w % (64 * 2) == 0  # rows truth / imagined / difference, 2x scale
+    out = run_script("traindynamics.py", "--logdir", str(logdir), "--dataset", str(data), "--device", "cpu",
+                     "--dream-only", "--temperature", "1.15").stdout
+    assert (dreams / "best_tau1.15.gif").exists() and "epoch" not in out
 
 
 def test_missing_v_names_the_command(data, tmp_path) -> None:

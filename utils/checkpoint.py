@@ -52,6 +52,17 @@ def _numpy_tuple(s: dict[str, Any]) -> tuple:
     return s["name"], np.asarray(s["key"], np.uint32), s["pos"], s["has_gauss"], s["gauss"]
 
 
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """load_state_dict, with a clear message when the file is from another architecture."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path}: its weights do not fit this model ({str(e).splitlines()[1].strip()}); "
+            "it was made with other settings or another version: retrain with --noreload"
+        ) from e
+
+
 def rng_state() -> dict[str, Any]:
     """Every RNG a training loop may touch, as tensors and plain types."""
     state: dict[str, Any] = {

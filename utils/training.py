@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from utils.checkpoint import CheckpointError, rng_state, save_checkpoint, set_rng_state
+from utils.checkpoint import CheckpointError, load_weights, rng_state, save_checkpoint, set_rng_state
 from utils.cli import UserError
 from utils.logdir import StageDir
 
@@ -87,7 +87,7 @@ class Trainer:
         if state is None:
             return
         check_identity(self.stage, state, self.identity)
-        self.model.load_state_dict(state["model"])
+        load_weights(self.model, state["model"], self.stage.latest)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(**state["progress"])

@@ -9,7 +9,7 @@ import torch
 
 from models.mdrnn import MDRNN, MDRNNConfig
 from models.vae import VAE, VAEConfig
-from utils.checkpoint import CheckpointError
+from utils.checkpoint import CheckpointError, load_weights
 from utils.logdir import StageDir, require_upstream
 
 DYNAMICS = {"mdrnn": (MDRNN, MDRNNConfig)}
@@ -20,7 +20,7 @@ def load_vae(logdir: Path, device: torch.device) -> tuple[VAE, str]:
     ckpt = require_upstream(StageDir(logdir, "vae"), "trained V",
                             f"python trainvae.py --logdir {logdir} --dataset <rollouts>")
     vae = VAE(VAEConfig(**ckpt["identity"]["model"])).to(device)
-    vae.load_state_dict(ckpt["model"])
+    load_weights(vae, ckpt["model"], StageDir(logdir, "vae").best)
     return vae.eval(), ckpt["id"]
 
 
@@ -44,5 +44,5 @@ def load_dynamics(logdir: Path, name: str, vae: VAE, vae_id: str, device: torch.
         raise CheckpointError(f"{stage.best} was trained on another V than {logdir}/vae/best.pt: "
                               "retrain M with traindynamics.py --noreload")
     m = build_dynamics(name, identity["model"]).to(device)
-    m.load_state_dict(ckpt["model"])
+    load_weights(m, ckpt["model"], stage.best)
     return m.eval(), ckpt["id"]
