@@ -65,7 +65,7 @@ def throughput(dataset: Path | None, batch_size: int) -> None:
             sys.exit(err)
         line = json.loads((logdir / "vae" / "metrics.jsonl").read_text().splitlines()[0])
         loop = line["train/batches_per_s"] * batch_size
-        bare = in_memory_rate(batch_size, 30)
+        bare = in_memory_rate(batch_size, 100)
         print(f"V training, batch {batch_size}, {torch.get_num_threads()} threads")
         print(f"  forward+backward on an in-memory batch  {bare:7.1f} frames/s")
         print(f"  trainvae.py epoch on {dataset}  {loop:7.1f} frames/s   ratio {loop / bare:.2f} (target >= 0.90)")
