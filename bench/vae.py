@@ -112,7 +112,7 @@ def peak_memory(episodes: int, frames: int, seconds: float, batch_size: int) -> 
     gib = 2**30
     print(f"cache built in {training - t0:.0f} s, then trained for {seconds:.0f} s")
     print(f"  peak resident memory {peak['VmRSS'] / gib:.2f} GiB "
-          f"(anonymous {peak['RssAnon'] / gib:.2f} GiB; the rest is memory-mapped frames the kernel can drop)")
+          f"(anonymous {peak['RssAnon'] / gib:.2f} GiB; the rest is shared libraries and mapped frame pages)")
     print(f"  dataset {episodes * frames * 64 * 64 * 3 / gib:.1f} GiB of frames; target < 4 GB")
 
 

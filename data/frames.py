@@ -9,6 +9,7 @@ batches from the memory map with one fancy-indexing call per batch (no per-frame
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import queue
 import threading
@@ -23,6 +24,21 @@ from data.rollouts import load_rollout, rollout_length
 from utils.io import atomic_open, write_json
 
 CACHE_DIR = "cache"
+RELEASE_EVERY = 16  # batches between dropping mapped pages (bounds resident memory)
+
+
+def _advise(frames: np.ndarray, advice: int) -> None:
+    """madvise the memory map behind `frames` (a no-op for in-memory arrays)."""
+    mm = getattr(frames, "_mmap", None)
+    if mm is not None:
+        mm.madvise(advice)
+
+
+def _open_frames(npy: Path) -> np.ndarray:
+    """Random access: no read-ahead, which would pull ~10x more of the file than used."""
+    frames = np.load(npy, mmap_mode="r")
+    _advise(frames, mmap.MADV_RANDOM)
+    return frames
 
 
 def fingerprint(files: list[Path]) -> list[list]:
@@ -37,7 +53,7 @@ def frame_cache(root: str | os.PathLike, files: list[Path]) -> tuple[np.ndarray,
     if meta.exists() and npy.exists():
         info = json.loads(meta.read_text())
         if info["files"] == fp:
-            return np.load(npy, mmap_mode="r"), np.asarray(info["offsets"], np.int64)
+            return _open_frames(npy), np.asarray(info["offsets"], np.int64)
     cache.mkdir(parents=True, exist_ok=True)
     lengths = [rollout_length(p) for p in files]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -50,7 +66,7 @@ def frame_cache(root: str | os.PathLike, files: list[Path]) -> tuple[np.ndarray,
                 obs = np.stack([resize_frame(o) for o in obs])
             f.write(np.ascontiguousarray(obs).tobytes())
     write_json(meta, {"files": fp, "offsets": offsets.tolist()})
-    return np.load(npy, mmap_mode="r"), offsets
+    return _open_frames(npy), offsets
 
 
 class FrameBatches:
@@ -74,6 +90,10 @@ class FrameBatches:
         for b in range(start, len(self)):
             idx = np.sort(order[b * self.batch_size : (b + 1) * self.batch_size])  # sorted: sequential reads
             yield self.frames[idx]
+            if b % RELEASE_EVERY == RELEASE_EVERY - 1:
+                # pages we read stay mapped (and counted as ours) until released; the
+                # kernel's page cache keeps them, so re-reading them stays cheap
+                _advise(self.frames, mmap.MADV_DONTNEED)
 
 
 def prefetch(it: Iterator, depth: int) -> Iterator:
