@@ -25,7 +25,7 @@ from utils.cli import run_main
 from utils.device import resolve_device
 from utils.dreams import open_loop, save_dream_gif
 from utils.logdir import StageDir
-from utils.training import Trainer, TrainSettings, check_identity
+from utils.training import Trainer, TrainSettings, check_identity, mean_metrics
 from utils.upstream import DYNAMICS, build_dynamics, load_dynamics, load_vae
 
 DREAM_EPISODES, DREAM_CONTEXT, DREAM_STEPS = 4, 8, 40
@@ -116,14 +116,7 @@ def main() -> None:
         return m.loss(z, t["actions"], t["rewards"], t["terminals"], t["mask"], t["next_mask"])
 
     def validate() -> dict[str, torch.Tensor]:
-        sums: dict[str, torch.Tensor] = {}
-        n = 0
-        for b in val.epoch(0, shuffle=False):
-            _, metrics = loss_fn(b)
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0) + v * len(b["mask"])
-            n += len(b["mask"])
-        return {k: v / n for k, v in sums.items()}
+        return mean_metrics((loss_fn(b)[1], len(b["mask"])) for b in val.epoch(0, shuffle=False))
 
     def after_epoch(epoch: int) -> None:
         if not a.nodreams:

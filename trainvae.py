@@ -22,7 +22,7 @@ from utils.checkpoint import seed_everything
 from utils.cli import UserError, run_main
 from utils.device import resolve_device
 from utils.logdir import StageDir
-from utils.training import Trainer, TrainSettings
+from utils.training import Trainer, TrainSettings, mean_metrics
 
 N_SHOW = 8
 
@@ -101,15 +101,14 @@ def main() -> None:
     def loss_fn(batch: np.ndarray):
         return vae.loss(frames_to_tensor(torch.from_numpy(batch), device))
 
+    def val_batch(batch: np.ndarray) -> tuple[dict[str, torch.Tensor], int]:
+        x = frames_to_tensor(torch.from_numpy(batch), device)
+        _, metrics = vae.loss(x)
+        metrics["pixel_mse"] = (vae.decode(vae.sample(vae.encode(x), mean=True)) - x).pow(2).mean()
+        return metrics, len(batch)
+
     def validate() -> dict[str, torch.Tensor]:
-        sums: dict[str, torch.Tensor] = {}
-        for batch in val.epoch(0, shuffle=False):
-            x = frames_to_tensor(torch.from_numpy(batch), device)
-            _, metrics = vae.loss(x)
-            metrics["pixel_mse"] = (vae.decode(vae.sample(vae.encode(x), mean=True)) - x).pow(2).mean()
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0) + v * len(batch)
-        return {k: v / len(val.index) for k, v in sums.items()}
+        return mean_metrics(val_batch(b) for b in val.epoch(0, shuffle=False))
 
     def after_epoch(epoch: int) -> None:
         if a.nosamples:

@@ -51,6 +51,11 @@ def write_meta(root: str | os.PathLike, meta: dict[str, Any]) -> None:
     write_json(Path(root) / META, meta)
 
 
+def fingerprint(files: list[Path]) -> list[list]:
+    """Name, size and mtime of each file: caches built from the dataset compare against it."""
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
 def episode_stats(path: Path) -> dict[str, float]:
     """Length and return of one file (used for files that dataset.json does not list yet)."""
     r = load_rollout(path)

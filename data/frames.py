@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from data.dataset import fingerprint
 from data.envs import FRAME_SIZE, resize_frame
 from data.rollouts import load_rollout, rollout_length
 from utils.io import atomic_open, write_json
@@ -39,10 +40,6 @@ def _open_frames(npy: Path) -> np.ndarray:
     frames = np.load(npy, mmap_mode="r")
     _advise(frames, mmap.MADV_RANDOM)
     return frames
-
-
-def fingerprint(files: list[Path]) -> list[list]:
-    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
 def frame_cache(root: str | os.PathLike, files: list[Path]) -> tuple[np.ndarray, np.ndarray]:

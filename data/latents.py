@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.dataset import read_meta
-from data.frames import fingerprint
+from data.dataset import fingerprint, read_meta
 from data.rollouts import load_rollout
 from models.vae import VAE, frames_to_tensor
 from utils.io import atomic_open, write_json
@@ -46,13 +45,13 @@ def action_vectors(actions: np.ndarray, n_discrete: int | None) -> np.ndarray:
     return actions.astype(np.float32).reshape(len(actions), -1)
 
 
-def discrete_actions(dataset: Path, files: list[Path]) -> int | None:
-    """Number of discrete actions (None for continuous), from dataset.json when present."""
+def discrete_actions(dataset: Path, actions: np.ndarray) -> int | None:
+    """Number of discrete actions (None for continuous): from dataset.json, else from the
+    largest action seen (datasets written by other tools have no dataset.json)."""
     space = (read_meta(dataset) or {}).get("action_space")
     if space:
         return space["n"] if space["type"] == "discrete" else None
-    first = load_rollout(files[0])["actions"]
-    return None if first.ndim == 2 else int(max(load_rollout(p)["actions"].max() for p in files)) + 1
+    return None if actions.ndim == 2 else int(actions.max()) + 1
 
 
 def _open(folder: Path, meta: dict) -> Latents:
@@ -76,7 +75,6 @@ def latent_cache(
         print("V or the dataset changed since the latents were cached: encoding again")
     folder.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)  # invalid until every array below is complete
-    n_discrete = discrete_actions(dataset, files)
     vae.eval()
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ARRAYS}
     lengths = []
@@ -86,13 +84,15 @@ def latent_cache(
         stats = [vae.encode(frames_to_tensor(obs[i : i + batch], device)).float().cpu().numpy()
                  for i in range(0, len(obs), batch)]
         parts["stats"].append(np.concatenate(stats))
-        parts["actions"].append(action_vectors(r["actions"], n_discrete))
-        for k in ("rewards", "terminals", "truncations"):
+        for k in ("actions", "rewards", "terminals", "truncations"):
             parts[k].append(r[k])
         lengths.append(len(obs))
-    for k, chunks in parts.items():
+    arrays = {k: np.concatenate(chunks) for k, chunks in parts.items()}
+    n_discrete = discrete_actions(dataset, arrays["actions"])
+    arrays["actions"] = action_vectors(arrays["actions"], n_discrete)
+    for k, array in arrays.items():
         with atomic_open(folder / f"{k}.npy") as f:
-            np.save(f, np.concatenate(chunks))
+            np.save(f, array)
     meta = {**key, "offsets": np.concatenate([[0], np.cumsum(lengths)]).tolist(), "n_discrete": n_discrete}
     write_json(meta_path, meta)
     return _open(folder, meta)

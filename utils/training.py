@@ -44,6 +44,17 @@ def check_identity(stage: StageDir, state: dict[str, Any] | None, identity: dict
         )
 
 
+def mean_metrics(batches: Iterator[tuple[Metrics, int]]) -> Metrics:
+    """Average per-batch metrics weighted by batch size (the last batch may be short)."""
+    sums: Metrics = {}
+    n = 0
+    for metrics, size in batches:
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0) + v * size
+        n += size
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
 @dataclass
 class Progress:
     epoch: int = 0  # finished epochs
