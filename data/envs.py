@@ -189,3 +189,9 @@ def describe_space(space: gym.Space) -> dict:
             "high": space.high.tolist(),
         }
     raise EnvError(f"unsupported action space {space}: only Discrete and Box are handled")
+
+
+def time_limit(env: gym.Env, default: int = 1000) -> int:
+    """The env's episode cap: its TimeLimit, else an own `max_steps` (GridWorld), else default."""
+    spec_limit = env.spec.max_episode_steps if env.spec is not None else None
+    return int(spec_limit or getattr(env.unwrapped, "max_steps", None) or default)

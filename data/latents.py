@@ -59,6 +59,14 @@ def _open(folder: Path, meta: dict) -> Latents:
     return Latents(**arrays, offsets=np.asarray(meta["offsets"]), names=[f[0] for f in meta["files"]])
 
 
+def cached_dataset(logdir: Path) -> Path:
+    """The dataset whose latents <logdir>/latents/ holds: the data M was trained on."""
+    meta = Path(logdir) / "latents" / "meta.json"
+    if not meta.exists():
+        raise FileNotFoundError(f"no {meta}: train M first (python traindynamics.py --logdir {logdir} ...)")
+    return Path(json.loads(meta.read_text())["dataset"])
+
+
 @torch.no_grad()
 def latent_cache(
     logdir: Path, dataset: Path, files: list[Path], vae: VAE, vae_id: str, device: torch.device,

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.noise import Noise, TorchNoise, categorical
 from models.world_model import State
 
 LOG_SIGMA_MIN, LOG_SIGMA_MAX = -7.0, 2.0  # sigma bounded: no collapse to a spike, no blow-up
@@ -96,14 +97,16 @@ class MDRNN(nn.Module):
         return {"h": h, "c": c, "z": z}
 
     def imagine(
-        self, state: State, a: torch.Tensor, temperature: float = 1.0
+        self, state: State, a: torch.Tensor, temperature: float = 1.0, noise: Noise | None = None
     ) -> tuple[State, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample z_{t+1}: tau divides the mixture logits and scales sigma by sqrt(tau) (Ha)."""
+        noise = noise or TorchNoise()
         h, c = self._advance(state, a)
         mu, log_sigma, logit_pi, r_hat, d_logit = self.heads(h)
-        k = torch.distributions.Categorical(logits=logit_pi / temperature).sample()
+        k = categorical(logit_pi / temperature, noise.uniform(mu.shape[:-1], h.device))
         pick = lambda t: t.gather(-1, k.unsqueeze(-1)).squeeze(-1)  # noqa: E731
-        z = pick(mu) + pick(log_sigma).exp() * math.sqrt(temperature) * torch.randn_like(pick(mu))
+        eps = noise.normal(k.shape, h.device)
+        z = pick(mu) + pick(log_sigma).exp() * math.sqrt(temperature) * eps
         return {"h": h, "c": c, "z": z}, z, r_hat, torch.sigmoid(d_logit)
 
     def features(self, state: State) -> torch.Tensor:

@@ -11,6 +11,8 @@ from typing import Protocol
 
 import torch
 
+from models.noise import Noise
+
 State = dict[str, torch.Tensor]
 
 
@@ -26,9 +28,10 @@ class WorldModel(Protocol):
         """Filter: take in the real z_t after the action a_{t-1} (None at t = 0)."""
 
     def imagine(
-        self, state: State, a: torch.Tensor, temperature: float = 1.0
+        self, state: State, a: torch.Tensor, temperature: float = 1.0, noise: Noise | None = None
     ) -> tuple[State, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Dream one step under action a_t: (next state, z_{t+1}, reward_t, p(done_t))."""
+        """Dream one step under action a_t: (next state, z_{t+1}, reward_t, p(done_t)).
+        noise: where sampling draws from (None: torch's global generator)."""
 
     def features(self, state: State) -> torch.Tensor:
         """What the controller sees, e.g. [z, h] for the MDN-RNN."""

@@ -1,0 +1,135 @@
+"""CMA-ES over C's parameters (pycma ask/tell), resumable generation by generation.
+
+pycma minimises, so it is told negative mean returns. Each generation's n_samples episode
+seeds are shared by the whole population (common random numbers: candidates are compared
+on the same tracks / dream starts). latest.pt holds the whole search state after every
+generation; the CMA-ES object is pickled inside it (pycma has no other format) and only
+ever read back from the run's own latest.pt.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cma
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agent.episodes import Episode
+from agent.evaluate import episode_seed
+from utils.checkpoint import rng_state, save_checkpoint, set_rng_state
+from utils.logdir import StageDir
+from utils.training import check_identity
+
+Evaluate = Callable[[np.ndarray, list[int]], tuple[np.ndarray, list[Episode]]]
+TRAIN, SELECT = 0, 1  # seed purposes
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    pop_size: int = 64
+    n_samples: int = 16
+    sigma: float = 0.1
+    generations: int = 100
+    target_return: float | None = None
+    eval_every: int = 5
+    eval_episodes: int = 64
+    seed: int = 0
+
+
+@dataclass
+class SearchState:
+    es: cma.CMAEvolutionStrategy
+    generation: int = 0  # finished generations
+    best_score: float = -np.inf
+    frames: int = 0  # env (or dream) steps so far
+    seconds: float = 0.0
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        es_bytes = torch.frombuffer(bytearray(pickle.dumps(self.es)), dtype=torch.uint8)
+        return {"es": es_bytes, "generation": self.generation, "best_score": self.best_score,
+                "frames": self.frames, "seconds": self.seconds, "rng": rng_state()}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> SearchState:
+        set_rng_state(ckpt["rng"])
+        es = pickle.loads(ckpt["es"].numpy().tobytes())  # our own latest.pt (see module docstring)
+        return cls(es, ckpt["generation"], ckpt["best_score"], ckpt["frames"], ckpt["seconds"])
+
+
+def new_search(n_params: int, s: SearchSettings) -> SearchState:
+    opts = {"popsize": s.pop_size, "seed": episode_seed(s.seed, 2) + 1, "verbose": -9}
+    return SearchState(cma.CMAEvolutionStrategy(np.zeros(n_params), s.sigma, opts))
+
+
+def selection_seeds(s: SearchSettings) -> list[int]:
+    """The fixed episodes every candidate for best.pt is judged on, so scores compare."""
+    return [episode_seed(s.seed, SELECT, j) for j in range(s.eval_episodes)]
+
+
+def run_search(
+    stage: StageDir, evaluate: Evaluate, s: SearchSettings, n_params: int, identity: dict[str, Any],
+    best_extra: dict[str, Any],
+) -> SearchState:
+    """Evolve until s.generations or until a selection score reaches s.target_return."""
+    resume = stage.resume_state("cpu")
+    check_identity(stage, resume, identity)
+    state = SearchState.from_checkpoint(resume) if resume else new_search(n_params, s)
+    if resume:
+        stage.trim_metrics(state.generation)
+        print(f"resuming {stage.path} after generation {state.generation} "
+              f"(best selection score {state.best_score:.4g})")
+    stage.start_tb(purge_step=state.generation + 1)
+    bar = tqdm(total=s.generations, initial=state.generation, desc="CMA-ES", unit="gen")
+    while state.generation < s.generations and not _reached(state.best_score, s.target_return):
+        t0 = time.perf_counter()
+        g = state.generation
+        candidates = np.asarray(state.es.ask())
+        seeds = [episode_seed(s.seed, TRAIN, g, j) for j in range(s.n_samples)]
+        returns, episodes = evaluate(np.repeat(candidates, s.n_samples, 0), seeds * len(candidates))
+        fitness = returns.reshape(len(candidates), s.n_samples).mean(1)
+        state.es.tell(list(candidates), list(-fitness))
+        state.frames += sum(e.steps for e in episodes)
+        metrics = {"fitness_mean": fitness.mean(), "fitness_best": fitness.max(), "fitness_worst": fitness.min(),
+                   "sigma": state.es.sigma, "frames": state.frames}
+        state.generation = g + 1
+        if state.generation % s.eval_every == 0 or state.generation == s.generations:
+            metrics.update(_select(stage, evaluate, s, state, candidates[fitness.argmax()], identity, best_extra))
+        state.seconds += time.perf_counter() - t0
+        metrics["seconds"] = state.seconds
+        save_checkpoint(stage.latest, {"identity": identity, **state.to_checkpoint()})
+        stage.log(state.generation, metrics)
+        bar.update(1)
+        bar.set_postfix(mean=f"{fitness.mean():.3g}", best=f"{fitness.max():.3g}", sel=f"{state.best_score:.3g}")
+    bar.close()
+    stage.close()
+    return state
+
+
+def _select(
+    stage: StageDir, evaluate: Evaluate, s: SearchSettings, state: SearchState, params: np.ndarray,
+    identity: dict[str, Any], best_extra: dict[str, Any],
+) -> dict[str, float]:
+    """Judge this generation's best candidate on the selection episodes; best.pt only improves."""
+    returns, episodes = evaluate(np.repeat(params[None], s.eval_episodes, 0), selection_seeds(s))
+    state.frames += sum(e.steps for e in episodes)
+    score = float(returns.mean())
+    out = {"select_mean": score, "select_std": float(returns.std())}
+    successes = [e.success for e in episodes if e.success is not None]
+    if successes:
+        out["select_success"] = float(np.mean(successes))
+    if score > state.best_score:
+        state.best_score = score
+        save_checkpoint(stage.best, {"identity": identity, **best_extra, "params": torch.from_numpy(params).float(),
+                                     "generation": state.generation, "score": score, "score_std": out["select_std"]})
+    return out
+
+
+def _reached(score: float, target: float | None) -> bool:
+    return target is not None and score >= target
+

@@ -1,0 +1,118 @@
+"""The two loops every controller runs in, written once against the world-model interface.
+
+Real env: frame -> z (V, mean) -> observe (M) -> features -> C -> env action.
+Dream:    a batch of rollouts starting from real episode starts, stepped by M.imagine alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from models.controller import LinearController
+from models.noise import Noise, SeededNoise
+from models.vae import VAE, frames_to_tensor
+from models.world_model import WorldModel
+
+DONE_THRESHOLD = 0.5  # a dream episode ends when p(done) > 0.5 (Ha, Doom)
+
+
+@dataclass
+class Episode:
+    ret: float
+    steps: int
+    success: bool | None = None  # from info["success"] where the env reports it
+
+
+class Agent:
+    """V, M and C together: what acts, given C's parameter vector."""
+
+    def __init__(self, vae: VAE, m: WorldModel, controller: LinearController, device: torch.device) -> None:
+        self.vae, self.m, self.c, self.device = vae, m, controller, device
+
+    @torch.no_grad()
+    def real_episode(
+        self, env: gym.Env, params: torch.Tensor, seed: int, max_steps: int | None = None,
+        on_frame: Callable[[np.ndarray], None] | None = None,
+    ) -> Episode:
+        """One episode in the real env; the return includes frames skipped inside reset()."""
+        state, a_prev = self.m.initial_state(1), None
+        params = params.to(self.device)
+
+        def policy(obs: np.ndarray) -> Any:
+            nonlocal state, a_prev
+            z = self.vae.sample(self.vae.encode(frames_to_tensor(torch.from_numpy(obs[None]), self.device)), mean=True)
+            state = self.m.observe(state, z, a_prev)
+            a = self.c.act(self.m.features(state), params)
+            a_prev = self.c.m_input(a)
+            return _to_env(a[0])
+
+        return play(env, policy, seed, max_steps, on_frame)
+
+    @torch.no_grad()
+    def dream(
+        self, params: torch.Tensor, starts: torch.Tensor, seeds: torch.Tensor, temperature: float,
+        max_steps: int, survival: bool, record: bool = False, noise: Noise | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Dream rollouts, one per row: params (B, P), starts (B, S) V-statistics of real first
+        frames, seeds (B,). Returns (return, steps, z per step if record). An episode ends when
+        p(done) > 0.5 or at max_steps. Reward: M's reward head, or +1 per step survived when
+        `survival` (Ha's TakeCover dream). Rows never interact, so a batch gives the same
+        results as its rows run one by one."""
+        noise = noise or SeededNoise(seeds)
+        B = len(params)
+        params, starts = params.to(self.device), starts.to(self.device)
+        z = self.vae.sample(starts, mean=True)
+        state = self.m.observe(self.m.initial_state(B), z, None)
+        alive = torch.ones(B, dtype=torch.bool, device=self.device)
+        ret = torch.zeros(B, device=self.device)
+        steps = torch.zeros(B, dtype=torch.long, device=self.device)
+        zs = [z] if record else []
+        for _ in range(max_steps):
+            a = self.c.act(self.m.features(state), params)
+            state, z, r, p_done = self.m.imagine(state, self.c.m_input(a), temperature, noise)
+            ret += torch.where(alive, torch.ones_like(r) if survival else r, torch.zeros_like(r))
+            steps += alive.long()
+            if record:
+                zs.append(z)
+            alive &= p_done <= DONE_THRESHOLD
+            if not alive.any():
+                break
+        return ret.cpu(), steps.cpu(), zs
+
+
+def play(
+    env: gym.Env, policy: Callable[[np.ndarray], Any], seed: int, max_steps: int | None = None,
+    on_frame: Callable[[np.ndarray], None] | None = None,
+) -> Episode:
+    """Run policy(frame) -> action for one episode; on_frame sees every frame (videos, display)."""
+    obs, info = env.reset(seed=seed)
+    ret, steps, success = float(info.get("reset_return", 0.0)), 0, None
+    while max_steps is None or steps < max_steps:
+        if on_frame is not None:
+            on_frame(obs)
+        obs, r, terminated, truncated, info = env.step(policy(obs))
+        ret, steps = ret + r, steps + 1
+        if "success" in info:
+            success = bool(info["success"])
+        if terminated or truncated:
+            break
+    if on_frame is not None:
+        on_frame(obs)
+    return Episode(ret, steps, success)
+
+
+def random_episode(env: gym.Env, seed: int, max_steps: int | None = None) -> Episode:
+    """The baseline: uniformly random actions, seeded like the env."""
+    env.action_space.seed(seed)
+    return play(env, lambda _: env.action_space.sample(), seed, max_steps)
+
+
+def _to_env(a: torch.Tensor) -> Any:
+    """A batch row of C's output as the env wants it: an int or a float array."""
+    return int(a) if a.dtype == torch.long else a.cpu().numpy()

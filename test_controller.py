@@ -1,0 +1,189 @@
+"""Stage 5: evaluate the trained controller (agent/<method>/best.pt) over many episodes.
+
+    python test_controller.py --logdir exp --episodes 100 --video 3
+    python test_controller.py --logdir exp --random            # the random-policy baseline
+    python test_controller.py --logdir exp --dream --video 2   # C acting inside M, decoded by V
+    xvfb-run -s "-screen 0 1400x900x24" python test_controller.py --logdir exp --display --episodes 3
+
+Seeds start at 2^30 by default, above every seed trainagent.py uses, so these episodes were
+never seen in training. Prints mean +/- std, min and max; writes eval/results.json (or
+random.json, dream_results.json) with every episode and the exact command, and MP4s of the
+first --video episodes to eval/videos/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agent.episodes import Agent, Episode, random_episode
+from agent.evaluate import TRAIN_SEEDS, AgentSpec, DreamEvaluator, RealEvaluator, load_world
+from agent.media import Window, write_video
+from data.dataset import episode_split, open_dataset
+from data.envs import make_env, time_limit
+from data.latents import cached_dataset, latent_cache
+from models.controller import ControllerConfig, LinearController
+from utils.checkpoint import CheckpointError
+from utils.cli import run_main
+from utils.device import resolve_device
+from utils.io import write_json
+from utils.logdir import StageDir, require_upstream
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--logdir", type=Path, required=True)
+    p.add_argument("--method", choices=["cmaes"], default="cmaes")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--seed", type=int, default=TRAIN_SEEDS, help="first episode seed (training uses < 2^30)")
+    p.add_argument("--video", type=int, default=0, metavar="N", help="write MP4s of the first N episodes")
+    p.add_argument("--display", action="store_true", help="show the episodes in a window")
+    p.add_argument("--random", action="store_true", help="evaluate a uniformly random policy instead of C")
+    p.add_argument("--dream", action="store_true", help="let C act inside M; frames are V's decodings")
+    p.add_argument("--temperature", type=float, help="tau of the dream (default: the one C was trained at, or 1)")
+    p.add_argument("--max-steps", type=int, help="episode cap (default: the env's time limit)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes for the episodes without video or display (0: this process)")
+    p.add_argument("--device", default="auto")
+    a = p.parse_args()
+    if a.episodes < 1 or a.video < 0 or a.workers < 0 or a.seed < 0:
+        p.error("--episodes must be >= 1; --video, --workers and --seed >= 0")
+    if a.random and a.dream:
+        p.error("--random plays the real env; it cannot go with --dream")
+    if a.seed < TRAIN_SEEDS:
+        print(f"warning: seeds below {TRAIN_SEEDS} may repeat episodes seen in training")
+    return a
+
+
+def summary(episodes: list[Episode]) -> dict:
+    r = np.array([e.ret for e in episodes])
+    out = {"mean": float(r.mean()), "std": float(r.std()), "min": float(r.min()), "max": float(r.max()),
+           "steps_mean": float(np.mean([e.steps for e in episodes]))}
+    successes = [e.success for e in episodes if e.success is not None]
+    if successes:
+        out["success_rate"] = float(np.mean(successes))
+    return out
+
+
+def describe(name: str, s: dict, n: int) -> str:
+    text = f"{name}: {s['mean']:.4g} +/- {s['std']:.3g} over {n} episodes (min {s['min']:.4g}, max {s['max']:.4g})"
+    return text + (f", success {100 * s['success_rate']:.1f}%" if "success_rate" in s else "")
+
+
+def main() -> None:
+    a = parse_args()
+    device = resolve_device(a.device)
+    stage = StageDir(a.logdir, f"agent/{a.method}")
+    ckpt = require_upstream(stage, "trained C", f"python trainagent.py --method {a.method} --logdir {a.logdir}")
+    env_id = ckpt["env"]
+    env = make_env(env_id)
+    max_steps = a.max_steps or time_limit(env)
+    fps = int(env.metadata.get("render_fps") or 30)
+    seeds = [a.seed + i for i in range(a.episodes)]
+    window = Window(f"{env_id} ({'dream' if a.dream else 'real'})", fps) if a.display else None
+    videos = stage.logdir / "eval" / "videos"
+
+    def frame_sink(i: int, kind: str):
+        """(sink, finish) for episode i, or (None, None) when it is neither filmed nor shown."""
+        if window is None and i >= a.video:
+            return None, None
+        frames: list[np.ndarray] = []
+
+        def sink(frame: np.ndarray) -> None:
+            if window is not None:
+                window.show(frame)
+            if i < a.video:
+                frames.append(frame)
+
+        def finish() -> None:
+            if i < a.video:
+                write_video(videos / f"{kind}_{i:03d}.mp4", frames, fps)
+        return sink, finish
+
+    if a.random:
+        name, out = "random policy", "random.json"
+        episodes = [random_episode(env, sd, max_steps) for sd in tqdm(seeds, desc="random policy", unit="ep",
+                                                                      leave=False)]
+    else:
+        identity = ckpt["identity"]
+        vae, m, ids = load_world(a.logdir, ckpt["dynamics"], device)
+        if ids["vae"] != identity["vae"] or ids["dynamics_id"] != identity["dynamics_id"]:
+            raise CheckpointError(f"{stage.best} was trained on another V or M than the ones in {a.logdir}: "
+                                  "retrain C with trainagent.py --noreload")
+        agent = Agent(vae, m, LinearController(ControllerConfig(**ckpt["controller"])), device)
+        params = ckpt["params"]
+        if a.dream:
+            name, out = "controller in the dream", "dream_results.json"
+            tau = a.temperature or identity.get("temperature") or 1.0
+            episodes = dream_episodes(agent, a.logdir, ids["vae"], params, seeds, tau, max_steps,
+                                      bool(identity.get("survival")), frame_sink, device)
+        else:
+            name, out = f"controller (generation {ckpt['generation']})", "results.json"
+            episodes = real_episodes(agent, env, params, seeds, max_steps, a, frame_sink,
+                                     AgentSpec(str(a.logdir), ckpt["dynamics"], env_id, ckpt["controller"], "cpu"))
+    env.close()
+    if window is not None:
+        window.close()
+    s = summary(episodes)
+    print(describe(name, s, len(episodes)))
+    write_json(stage.logdir / "eval" / out, {
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]), "env": env_id, "what": name, **s,
+        "episodes": [{"seed": sd, "return": e.ret, "steps": e.steps, "success": e.success}
+                     for sd, e in zip(seeds, episodes, strict=True)]})
+    if a.video:
+        print(f"videos in {videos}")
+
+
+def real_episodes(agent, env, params, seeds, max_steps, a, frame_sink, spec) -> list[Episode]:
+    """Episodes with video or display run here; the rest in parallel workers."""
+    shown = len(seeds) if a.display else min(a.video, len(seeds))
+    episodes: list[Episode] = []
+    for i in range(shown):
+        sink, finish = frame_sink(i, "episode")
+        episodes.append(agent.real_episode(env, params, seeds[i], max_steps, sink))
+        if finish is not None:
+            finish()
+    rest = seeds[shown:]
+    if rest:
+        evaluator = RealEvaluator(spec, min(a.workers, len(rest)), None, max_steps)
+        try:
+            _, more = evaluator(np.repeat(params.numpy()[None], len(rest), 0), rest)
+        finally:
+            evaluator.close()
+        episodes += more
+    return episodes
+
+
+def dream_episodes(agent, logdir, vae_id, params, seeds, tau, max_steps, survival, frame_sink,
+                   device) -> list[Episode]:
+    """All dreams as one batch from held-out episode starts; V decodes the ones shown."""
+    dataset = cached_dataset(logdir)
+    files = open_dataset(dataset)
+    lat = latent_cache(logdir, dataset, files, agent.vae, vae_id, device)
+    train_eps, val_eps = episode_split(logdir, files, 0.1)
+    dreams = DreamEvaluator(agent, lat, val_eps or train_eps, tau, max_steps, survival)
+    seeds_t = torch.tensor(seeds)
+    ret, steps, zs = agent.dream(params.expand(len(seeds), -1), dreams.starts_for(seeds_t), seeds_t, tau, max_steps,
+                                 survival, record=True)
+    z = torch.stack(zs, 1)  # (B, T + 1, Z)
+    for i in range(len(seeds)):
+        sink, finish = frame_sink(i, "dream")
+        if finish is not None:
+            with torch.no_grad():
+                x = agent.vae.decode(z[i, : int(steps[i]) + 1])
+            for frame in x.clamp(0, 1).mul(255).byte().permute(0, 2, 3, 1).cpu().numpy():
+                sink(frame)
+            finish()
+    return [Episode(float(r), int(n)) for r, n in zip(ret, steps, strict=True)]
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
+    run_main(main)
