@@ -9,6 +9,7 @@ as a worked example. Rerunning resumes every stage from --logdir.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -22,6 +23,16 @@ def stage(script: str, *args: str) -> None:
     print(f"\n$ python {script} {shlex.join(args)}", flush=True)
     if subprocess.run(cmd, cwd=ROOT).returncode != 0:
         sys.exit(f"quickstart: {script} failed; fix the error above and rerun to resume")
+
+
+def score_line(eval_dir: Path) -> str:
+    """The controller's score next to the random policy's, on the same 200 unseen episodes."""
+    res = {k: json.loads((eval_dir / f"{k}.json").read_text()) for k in ("results", "random")}
+
+    def text(r: dict) -> str:
+        success = f", success {100 * r['success_rate']:.1f}%" if "success_rate" in r else ""
+        return f"{r['mean']:.3f} +/- {r['std']:.3f}{success}"
+    return f"controller: {text(res['results'])}   |   random policy: {text(res['random'])}"
 
 
 def main() -> None:
@@ -39,9 +50,16 @@ def main() -> None:
           "--recon", "bce", "--kl-tolerance", "2", "--lr", "2e-3")
     # episodes last about 12 steps; rewards and endings are rare, so their losses weigh more
     stage("traindynamics.py", "--model", "mdrnn", "--logdir", a.logdir, "--dataset", dataset, "--epochs", "40",
-          "--seq-len", "16", "--reward-weight", "5", "--done-weight", "5")
-    print(f"\nquickstart done: V's reconstructions in {a.logdir}/vae/samples/, "
-          f"M's dreams in {a.logdir}/dynamics/mdrnn/dreams/ (rows: truth, dream, difference)")
+          "--seq-len", "16", "--hidden-size", "64", "--reward-weight", "5", "--done-weight", "5")
+    # a small population in the real env; sampled actions start the search at the random policy
+    stage("trainagent.py", "--method", "cmaes", "--logdir", a.logdir, "--pop-size", "32", "--n-samples", "8",
+          "--generations", "40", "--eval-every", "5", "--eval-episodes", "100", "--discrete", "sample",
+          "--max-workers", str(a.threads))
+    stage("test_controller.py", "--logdir", a.logdir, "--episodes", "200", "--random")
+    stage("test_controller.py", "--logdir", a.logdir, "--episodes", "200", "--video", "2", "--workers", str(a.threads))
+    print(f"\nquickstart done: V's reconstructions in {a.logdir}/vae/samples/, M's dreams in "
+          f"{a.logdir}/dynamics/mdrnn/dreams/, C's episodes in {a.logdir}/eval/videos/")
+    print(score_line(Path(a.logdir) / "eval"))
 
 
 if __name__ == "__main__":

@@ -51,8 +51,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, help="episode cap (default: the env's time limit)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes for the episodes without video or display (0: this process)")
+    p.add_argument("--envs-per-worker", type=int, default=16, help="envs each worker plays in lockstep")
     p.add_argument("--device", default="auto")
     a = p.parse_args()
+    if a.envs_per_worker < 1:
+        p.error("--envs-per-worker must be >= 1")
     if a.episodes < 1 or a.video < 0 or a.workers < 0 or a.seed < 0:
         p.error("--episodes must be >= 1; --video, --workers and --seed >= 0")
     if a.random and a.dream:
@@ -96,7 +99,7 @@ def main() -> None:
             return None, None
         frames: list[np.ndarray] = []
 
-        def sink(frame: np.ndarray) -> None:
+        def sink(_row: int, frame: np.ndarray) -> None:
             if window is not None:
                 window.show(frame)
             if i < a.video:
@@ -133,6 +136,7 @@ def main() -> None:
         window.close()
     s = summary(episodes)
     print(describe(name, s, len(episodes)))
+    (stage.logdir / "eval").mkdir(parents=True, exist_ok=True)
     write_json(stage.logdir / "eval" / out, {
         "command": shlex.join([Path(sys.executable).name, *sys.argv]), "env": env_id, "what": name, **s,
         "episodes": [{"seed": sd, "return": e.ret, "steps": e.steps, "success": e.success}
@@ -147,12 +151,12 @@ def real_episodes(agent, env, params, seeds, max_steps, a, frame_sink, spec) -> 
     episodes: list[Episode] = []
     for i in range(shown):
         sink, finish = frame_sink(i, "episode")
-        episodes.append(agent.real_episode(env, params, seeds[i], max_steps, sink))
+        episodes += agent.real_episodes([env], params, [seeds[i]], max_steps, sink)
         if finish is not None:
             finish()
     rest = seeds[shown:]
     if rest:
-        evaluator = RealEvaluator(spec, min(a.workers, len(rest)), None, max_steps)
+        evaluator = RealEvaluator(spec, min(a.workers, len(rest)), None, max_steps, a.envs_per_worker)
         try:
             _, more = evaluator(np.repeat(params.numpy()[None], len(rest), 0), rest)
         finally:
@@ -179,7 +183,7 @@ def dream_episodes(agent, logdir, vae_id, params, seeds, tau, max_steps, surviva
             with torch.no_grad():
                 x = agent.vae.decode(z[i, : int(steps[i]) + 1])
             for frame in x.clamp(0, 1).mul(255).byte().permute(0, 2, 3, 1).cpu().numpy():
-                sink(frame)
+                sink(i, frame)
             finish()
     return [Episode(float(r), int(n)) for r, n in zip(ret, steps, strict=True)]
 

@@ -49,18 +49,23 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eval-episodes", type=int, default=64, help="episodes of each selection evaluation")
     p.add_argument("--max-workers", type=int, default=os.cpu_count() or 1,
                    help="real-env worker processes (0: run in this process)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds one real episode may take")
+    p.add_argument("--envs-per-worker", type=int, default=16, help="envs each worker plays in lockstep")
+    p.add_argument("--timeout", type=float, default=900.0,
+                   help="seconds a worker may spend on one chunk of --envs-per-worker episodes")
     p.add_argument("--dream", action="store_true", help="evolve entirely inside M")
     p.add_argument("--temperature", type=float, default=1.0, help="tau of the dream (Ha: 1.15 for Doom)")
     p.add_argument("--dream-reward", choices=["auto", "head", "survival"], default="auto",
                    help="M's reward head, or +1 per step survived (auto: survival for TakeCover)")
+    p.add_argument("--discrete", choices=["argmax", "sample"], default="argmax",
+                   help="discrete actions: argmax of C's outputs, or sampled from their softmax")
     p.add_argument("--max-steps", type=int, help="episode cap (default: the env's time limit)")
     p.add_argument("--noreload", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    if min(a.pop_size, a.n_samples, a.generations, a.eval_every, a.eval_episodes) < 1:
-        p.error("--pop-size, --n-samples, --generations, --eval-every and --eval-episodes must be >= 1")
+    if min(a.pop_size, a.n_samples, a.generations, a.eval_every, a.eval_episodes, a.envs_per_worker) < 1:
+        p.error("--pop-size, --n-samples, --generations, --eval-every, --eval-episodes and --envs-per-worker "
+                "must be >= 1")
     if a.pop_size < 2:
         p.error("--pop-size must be >= 2")
     if a.sigma <= 0 or a.temperature <= 0 or a.timeout <= 0 or a.max_workers < 0 or a.seed < 0:
@@ -81,7 +86,7 @@ def main() -> None:
     env = make_env(env_id)
     max_steps = a.max_steps or time_limit(env)
     vae, m, ids = load_world(a.logdir, a.dynamics, device)  # checks that M was trained on this V
-    cfg = ControllerConfig.for_space(m.feature_size, env.action_space)
+    cfg = ControllerConfig.for_space(m.feature_size, env.action_space, sample=a.discrete == "sample")
     env.close()
     agent = Agent(vae, m, LinearController(cfg), device)
     survival = a.dream_reward == "survival" or (a.dream_reward == "auto" and env_id in SURVIVAL_ENVS)
@@ -105,7 +110,7 @@ def main() -> None:
         where = f"in M's dream (tau {a.temperature:g}, reward: {'+1 per step survived' if survival else 'M head'})"
     else:
         spec = AgentSpec(str(a.logdir), a.dynamics, env_id, cfg.to_dict(), str(device))
-        evaluator = RealEvaluator(spec, a.max_workers, a.timeout, a.max_steps)
+        evaluator = RealEvaluator(spec, a.max_workers, a.timeout, a.max_steps, a.envs_per_worker)
         where = f"in the real {env_id} with {a.max_workers} workers"
     print(f"C: linear, {cfg.n_params} parameters on {agent.m.feature_size} features of M ({a.dynamics}); "
           f"CMA-ES population {a.pop_size} x {a.n_samples} episodes {where}")

@@ -36,23 +36,25 @@ class Agent:
         self.vae, self.m, self.c, self.device = vae, m, controller, device
 
     @torch.no_grad()
-    def real_episode(
-        self, env: gym.Env, params: torch.Tensor, seed: int, max_steps: int | None = None,
-        on_frame: Callable[[np.ndarray], None] | None = None,
-    ) -> Episode:
-        """One episode in the real env; the return includes frames skipped inside reset()."""
-        state, a_prev = self.m.initial_state(1), None
+    def real_episodes(
+        self, envs: list[gym.Env], params: torch.Tensor, seeds: list[int], max_steps: int | None = None,
+        on_frame: Callable[[int, np.ndarray], None] | None = None,
+    ) -> list[Episode]:
+        """Episodes in len(envs) real envs in lockstep, row b playing params[b] (or one shared
+        (P,) vector): V, M and C run once per step for the whole batch."""
+        state, a_prev = self.m.initial_state(len(envs)), None
         params = params.to(self.device)
+        noise = SeededNoise(torch.tensor(seeds))  # a sampling C's choices depend on the episode seed only
 
-        def policy(obs: np.ndarray) -> Any:
+        def policy(frames: np.ndarray) -> list[Any]:
             nonlocal state, a_prev
-            z = self.vae.sample(self.vae.encode(frames_to_tensor(torch.from_numpy(obs[None]), self.device)), mean=True)
+            z = self.vae.sample(self.vae.encode(frames_to_tensor(torch.from_numpy(frames), self.device)), mean=True)
             state = self.m.observe(state, z, a_prev)
-            a = self.c.act(self.m.features(state), params)
+            a = self.c.act(self.m.features(state), params, noise)
             a_prev = self.c.m_input(a)
-            return _to_env(a[0])
+            return [_to_env(row) for row in a]
 
-        return play(env, policy, seed, max_steps, on_frame)
+        return play(envs, policy, seeds, max_steps, on_frame)
 
     @torch.no_grad()
     def dream(
@@ -74,7 +76,7 @@ class Agent:
         steps = torch.zeros(B, dtype=torch.long, device=self.device)
         zs = [z] if record else []
         for _ in range(max_steps):
-            a = self.c.act(self.m.features(state), params)
+            a = self.c.act(self.m.features(state), params, noise)
             state, z, r, p_done = self.m.imagine(state, self.c.m_input(a), temperature, noise)
             ret += torch.where(alive, torch.ones_like(r) if survival else r, torch.zeros_like(r))
             steps += alive.long()
@@ -87,30 +89,41 @@ class Agent:
 
 
 def play(
-    env: gym.Env, policy: Callable[[np.ndarray], Any], seed: int, max_steps: int | None = None,
-    on_frame: Callable[[np.ndarray], None] | None = None,
-) -> Episode:
-    """Run policy(frame) -> action for one episode; on_frame sees every frame (videos, display)."""
-    obs, info = env.reset(seed=seed)
-    ret, steps, success = float(info.get("reset_return", 0.0)), 0, None
-    while max_steps is None or steps < max_steps:
+    envs: list[gym.Env], policy: Callable[[np.ndarray], list[Any]], seeds: list[int], max_steps: int | None = None,
+    on_frame: Callable[[int, np.ndarray], None] | None = None,
+) -> list[Episode]:
+    """One episode per env in lockstep: policy(frames (B, 64, 64, 3)) -> B actions. Finished
+    envs keep their last frame and are no longer stepped. on_frame(b, frame) sees every frame."""
+    obs, episodes = [], []
+    for env, seed in zip(envs, seeds, strict=True):
+        o, info = env.reset(seed=seed)
+        obs.append(o)
+        episodes.append(Episode(float(info.get("reset_return", 0.0)), 0))
+    active = [True] * len(envs)
+    while any(active):
         if on_frame is not None:
-            on_frame(obs)
-        obs, r, terminated, truncated, info = env.step(policy(obs))
-        ret, steps = ret + r, steps + 1
-        if "success" in info:
-            success = bool(info["success"])
-        if terminated or truncated:
-            break
-    if on_frame is not None:
-        on_frame(obs)
-    return Episode(ret, steps, success)
+            for b in (b for b in range(len(envs)) if active[b]):
+                on_frame(b, obs[b])
+        actions = policy(np.stack(obs))
+        for b, env in enumerate(envs):
+            if not active[b]:
+                continue
+            obs[b], r, terminated, truncated, info = env.step(actions[b])
+            ep = episodes[b]
+            ep.ret, ep.steps = ep.ret + r, ep.steps + 1
+            if "success" in info:
+                ep.success = bool(info["success"])
+            if terminated or truncated or (max_steps is not None and ep.steps >= max_steps):
+                active[b] = False
+                if on_frame is not None:
+                    on_frame(b, obs[b])
+    return episodes
 
 
 def random_episode(env: gym.Env, seed: int, max_steps: int | None = None) -> Episode:
     """The baseline: uniformly random actions, seeded like the env."""
     env.action_space.seed(seed)
-    return play(env, lambda _: env.action_space.sample(), seed, max_steps)
+    return play([env], lambda _: [env.action_space.sample()], [seed], max_steps)[0]
 
 
 def _to_env(a: torch.Tensor) -> Any:

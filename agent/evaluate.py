@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,30 +55,53 @@ def load_agent(spec: AgentSpec) -> Agent:
     return Agent(vae, m, LinearController(ControllerConfig(**spec.controller)), device)
 
 
-def _init_worker(spec: AgentSpec, max_steps: int | None) -> tuple:
+def _init_worker(spec: AgentSpec, max_steps: int | None) -> dict[str, Any]:
     torch.set_num_threads(1)  # one core per worker: workers are the parallelism
-    return load_agent(spec), make_env(spec.env_id), max_steps
+    return {"agent": load_agent(spec), "envs": [], "env_id": spec.env_id, "max_steps": max_steps}
 
 
-def _run_episode(state: tuple, task: tuple[int, np.ndarray, int]) -> Episode:
-    agent, env, max_steps = state
-    _, params, seed = task
-    return agent.real_episode(env, torch.from_numpy(params), seed, max_steps)
+@dataclass(frozen=True)
+class Chunk:
+    """Episodes first .. first + len(seeds) - 1 of an evaluation, one params row each."""
+
+    first: int
+    params: np.ndarray
+    seeds: list[int]
+
+    def __repr__(self) -> str:  # what error messages show: not the parameter arrays
+        return f"episodes {self.first}-{self.first + len(self.seeds) - 1} (seeds {self.seeds[0]}...)"
+
+
+def _run_chunk(state: dict[str, Any], chunk: Chunk) -> list[Episode]:
+    """A chunk of episodes in lockstep; the worker keeps its envs between chunks."""
+    envs = state["envs"]
+    while len(envs) < len(chunk.seeds):
+        envs.append(make_env(state["env_id"]))
+    return state["agent"].real_episodes(envs[: len(chunk.seeds)], torch.from_numpy(chunk.params), chunk.seeds,
+                                        state["max_steps"])
 
 
 class RealEvaluator:
-    """Episodes in `workers` spawned processes, each holding V, M, C and one env (0: inline)."""
+    """Episodes in `workers` spawned processes (0: inline), each holding V, M, C and up to
+    `envs_per_worker` envs that play a chunk of episodes in lockstep, so V, M and C run
+    batched. timeout: seconds one chunk may take before its worker counts as hung."""
 
-    def __init__(self, spec: AgentSpec, workers: int, timeout: float | None, max_steps: int | None = None) -> None:
-        self.pool = WorkerPool(workers, _init_worker, _run_episode, (spec, max_steps), timeout=timeout, retries=1)
+    def __init__(
+        self, spec: AgentSpec, workers: int, timeout: float | None, max_steps: int | None = None,
+        envs_per_worker: int = 16,
+    ) -> None:
+        self.workers, self.envs_per_worker = workers, envs_per_worker
+        self.pool = WorkerPool(workers, _init_worker, _run_chunk, (spec, max_steps), timeout=timeout, retries=1)
 
     def __call__(self, params: np.ndarray, seeds: list[int]) -> tuple[np.ndarray, list[Episode]]:
-        tasks = [(i, np.asarray(p, np.float32), s) for i, (p, s) in enumerate(zip(params, seeds, strict=True))]
-        episodes: list[Episode | None] = [None] * len(tasks)
-        for task, ep in self.pool.imap_unordered(tasks):
-            episodes[task[0]] = ep
-        done = [e for e in episodes if e is not None]
-        return np.array([e.ret for e in done]), done
+        n = len(seeds)
+        size = max(1, min(self.envs_per_worker, -(-n // max(self.workers, 1))))
+        params = np.asarray(params, np.float32)
+        tasks = [Chunk(i, params[i : i + size], list(seeds[i : i + size])) for i in range(0, n, size)]
+        episodes: list[Episode] = [None] * n  # type: ignore[list-item]
+        for task, result in self.pool.imap_unordered(tasks):
+            episodes[task.first : task.first + len(result)] = result
+        return np.array([e.ret for e in episodes]), episodes
 
     def close(self) -> None:
         self.pool.close()

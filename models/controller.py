@@ -6,7 +6,10 @@ in one batched product: row b of `features` is read with row b of `params`.
 Action mapping:
 - continuous Box: a = low + (tanh(W f + b) + 1) / 2 * (high - low), which is tanh itself
   for a [-1, 1] box and always lies inside the box;
-- Discrete(n): n outputs and a = argmax(W f + b) (ties go to the lowest index).
+- Discrete(n): n outputs y = W f + b and a = argmax(y) (ties go to the lowest index), or,
+  with `sample`, a ~ softmax(y): the search then starts from a near-uniform random policy
+  and sharpens it, which on GridWorld beats searching among deterministic ones that
+  bump into walls from the first generation.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import gymnasium as gym
 import torch
 import torch.nn.functional as F
 
+from models.noise import Noise, TorchNoise, categorical
+
 
 @dataclass(frozen=True)
 class ControllerConfig:
@@ -25,11 +30,12 @@ class ControllerConfig:
     discrete: bool
     low: tuple[float, ...] = ()
     high: tuple[float, ...] = ()
+    sample: bool = False  # discrete only: a ~ softmax(W f + b) instead of the argmax
 
     @classmethod
-    def for_space(cls, feature_size: int, space: gym.Space) -> ControllerConfig:
+    def for_space(cls, feature_size: int, space: gym.Space, sample: bool = False) -> ControllerConfig:
         if isinstance(space, gym.spaces.Discrete):
-            return cls(feature_size, int(space.n), True)
+            return cls(feature_size, int(space.n), True, sample=sample)
         if isinstance(space, gym.spaces.Box) and len(space.shape) == 1 and space.is_bounded():
             return cls(feature_size, space.shape[0], False,
                        tuple(float(x) for x in space.low), tuple(float(x) for x in space.high))
@@ -47,13 +53,16 @@ class LinearController:
     def __init__(self, cfg: ControllerConfig) -> None:
         self.cfg = cfg
 
-    def act(self, features: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """features (B, F) and params (B, P) or (P,) -> env actions: (B,) long or (B, A) float."""
+    def act(self, features: torch.Tensor, params: torch.Tensor, noise: Noise | None = None) -> torch.Tensor:
+        """features (B, F) and params (B, P) or (P,) -> env actions: (B,) long or (B, A) float.
+        noise: where a sampling controller draws from (None: torch's global generator)."""
         cfg = self.cfg
         params = params.to(features).expand(len(features), cfg.n_params)
         W = params[:, : cfg.feature_size * cfg.outputs].view(-1, cfg.feature_size, cfg.outputs)
         b = params[:, cfg.feature_size * cfg.outputs :]
         y = torch.einsum("bf,bfo->bo", features, W) + b
+        if cfg.discrete and cfg.sample:
+            return categorical(y, (noise or TorchNoise()).uniform((len(y),), y.device))
         if cfg.discrete:
             return y.argmax(-1)
         low, high = y.new_tensor(cfg.low), y.new_tensor(cfg.high)

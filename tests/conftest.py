@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,4 +41,17 @@ def grid_vae(grid_data, tmp_path_factory) -> Path:
     """A logdir whose vae/ holds V trained on grid_data with GRID_VAE. Copy, don't write."""
     logdir = tmp_path_factory.mktemp("grid_vae")
     run_script("trainvae.py", "--logdir", str(logdir), "--dataset", str(grid_data), "--device", "cpu", *GRID_VAE)
+    return logdir
+
+
+# M for GridWorld: episodes last about 12 steps and endings are rare, so reward and done weigh more.
+GRID_M = ["--epochs", "60", "--seq-len", "16", "--reward-weight", "5", "--done-weight", "5", "--nodreams"]
+
+
+@pytest.fixture(scope="session")
+def grid_world(grid_vae, grid_data, tmp_path_factory) -> Path:
+    """A logdir with V and M (MDN-RNN, GRID_M) trained on grid_data. Copy, don't write."""
+    logdir = tmp_path_factory.mktemp("grid_world") / "exp"
+    shutil.copytree(grid_vae, logdir)
+    run_script("traindynamics.py", "--logdir", str(logdir), "--dataset", str(grid_data), "--device", "cpu", *GRID_M)
     return logdir

@@ -1,0 +1,165 @@
+"""Stages 4 and 5 end to end on GridWorld: CMA-ES learns in the dream and in the real env,
+resumes exactly, survives or reports broken workers, and test_controller reports and films."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+
+from agent.episodes import Agent
+from agent.evaluate import DreamEvaluator, load_world
+from data.dataset import open_dataset
+from data.latents import cached_dataset, latent_cache
+from models.controller import ControllerConfig, LinearController
+from tests.conftest import ROOT, run_script
+from utils.checkpoint import load_checkpoint
+
+SMALL = ["--pop-size", "16", "--n-samples", "8", "--eval-every", "2", "--eval-episodes", "32", "--device", "cpu"]
+
+
+@pytest.fixture
+def logdir(grid_world, tmp_path) -> Path:
+    """A private copy of the GridWorld logdir with V and M."""
+    return Path(shutil.copytree(grid_world, tmp_path / "exp"))
+
+
+def trainagent(logdir: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    return run_script("trainagent.py", "--logdir", str(logdir), *SMALL, *args, check=check, timeout=timeout)
+
+
+def metrics(logdir: Path) -> list[dict]:
+    lines = (logdir / "agent" / "cmaes" / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(ln) for ln in lines]
+
+
+def test_cmaes_in_the_dream_improves_dream_fitness(logdir) -> None:
+    """The evolved C beats the search's starting point (all-zero parameters) in held-out dreams."""
+    trainagent(logdir, "--dream", "--generations", "30", "--pop-size", "64", "--n-samples", "16")
+    cpu = torch.device("cpu")
+    vae, m, ids = load_world(logdir, "mdrnn", cpu)
+    best = load_checkpoint(logdir / "agent" / "cmaes" / "best.pt")
+    agent = Agent(vae, m, LinearController(ControllerConfig(**best["controller"])), cpu)
+    dataset = cached_dataset(logdir)
+    lat = latent_cache(logdir, dataset, open_dataset(dataset), vae, ids["vae"], cpu)
+    dreams = DreamEvaluator(agent, lat, list(range(len(lat.names))), 1.0, 16, survival=False)
+    seeds = list(range(2**30, 2**30 + 1000))
+    trained = dreams(np.repeat(best["params"].numpy()[None], 1000, 0), seeds)[0].mean()
+    start = dreams(np.zeros((1000, len(best["params"]))), seeds)[0].mean()
+    assert trained > start + 0.15, (start, trained)
+
+
+def test_cmaes_in_the_real_env_keeps_the_best_selected_candidate(logdir) -> None:
+    trainagent(logdir, "--generations", "4", "--max-workers", "2", "--discrete", "sample")
+    m = metrics(logdir)
+    assert [x["step"] for x in m] == [1, 2, 3, 4]
+    assert all(x["frames"] > y["frames"] for x, y in zip(m[1:], m, strict=False))  # real steps counted
+    best = load_checkpoint(logdir / "agent" / "cmaes" / "best.pt")
+    assert best["score"] == max(x["select_mean"] for x in m if "select_mean" in x)
+    assert 0 <= m[-1]["select_success"] <= 1
+
+
+def test_resumed_search_continues_exactly(logdir, tmp_path) -> None:
+    other = Path(shutil.copytree(logdir, tmp_path / "other"))
+    trainagent(logdir, "--dream", "--generations", "4")
+    trainagent(other, "--dream", "--generations", "2")
+    proc = trainagent(other, "--dream", "--generations", "4")
+    assert "resuming" in proc.stdout
+    strip = lambda ms: [{k: v for k, v in x.items() if k != "seconds"} for x in ms]  # noqa: E731
+    assert strip(metrics(other)) == strip(metrics(logdir))  # nothing lost, nothing logged twice
+    a, b = (load_checkpoint(d / "agent" / "cmaes" / "best.pt") for d in (logdir, other))
+    assert torch.equal(a["params"], b["params"])
+
+
+def test_changed_search_settings_are_refused_on_resume(logdir) -> None:
+    trainagent(logdir, "--dream", "--generations", "1")
+    proc = trainagent(logdir, "--dream", "--generations", "2", "--sigma", "0.5", check=False)
+    assert proc.returncode == 2 and "--noreload" in proc.stderr
+
+
+def test_batched_dreams_equal_dreams_one_by_one(grid_world) -> None:
+    cpu = torch.device("cpu")
+    vae, m, _ = load_world(grid_world, "mdrnn", cpu)
+    c = LinearController(ControllerConfig(m.feature_size, 4, True))
+    agent = Agent(vae, m, c, cpu)
+    params = torch.randn(6, c.cfg.n_params)
+    starts = vae.encode(torch.rand(6, 3, 64, 64))
+    seeds = torch.tensor([5, 6, 7, 8, 9, 10])
+    ret, steps, _ = agent.dream(params, starts, seeds, 1.0, 16, survival=False)
+    for i in range(6):
+        r1, s1, _ = agent.dream(params[i : i + 1], starts[i : i + 1], seeds[i : i + 1], 1.0, 16, survival=False)
+        assert torch.allclose(r1, ret[i : i + 1], atol=1e-5) and torch.equal(s1, steps[i : i + 1])
+    assert len(set(steps.tolist())) > 1 or len(set(ret.tolist())) > 1  # the rows really differ
+
+
+def test_a_dying_worker_is_retried(logdir, tmp_path) -> None:
+    marker = tmp_path / "died-once"
+    env = {**os.environ, "FLAKY_MARKER": str(marker)}
+    proc = subprocess.run([sys.executable, "trainagent.py", "--logdir", str(logdir), *SMALL, "--generations", "1",
+                           "--eval-episodes", "4", "--env", "tests.envs_for_tests:DyingGrid-v0", "--max-workers", "2"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert marker.exists() and "died with exit code 13" in proc.stdout and "retrying" in proc.stdout
+    assert len(metrics(logdir)) == 1
+
+
+@pytest.mark.parametrize(("env_id", "reason"), [("DyingGrid-v0", "died with exit code 13"),
+                                                 ("HangingGrid-v0", "hung for more than 3 s")])
+def test_a_broken_worker_stops_the_run_with_a_clear_error(logdir, env_id, reason) -> None:
+    start = time.monotonic()
+    proc = trainagent(logdir, "--generations", "1", "--env", f"tests.envs_for_tests:{env_id}", "--max-workers", "2",
+                      "--timeout", "3", check=False, timeout=300)
+    assert proc.returncode == 2 and reason in proc.stderr and "giving up" in proc.stderr
+    assert time.monotonic() - start < 240
+    assert not (logdir / "agent" / "cmaes" / "latest.pt").exists()
+
+
+def test_missing_m_names_the_command(grid_vae, tmp_path) -> None:
+    logdir = Path(shutil.copytree(grid_vae, tmp_path / "exp"))
+    proc = trainagent(logdir, "--dream", check=False)
+    assert proc.returncode == 2 and "traindynamics.py" in proc.stderr
+
+
+def test_test_controller_writes_results_and_videos(logdir) -> None:
+    proc = run_script("test_controller.py", "--logdir", str(logdir), check=False)
+    assert proc.returncode == 2 and "trainagent.py" in proc.stderr  # no C yet
+    trainagent(logdir, "--dream", "--generations", "2")
+    run_script("test_controller.py", "--logdir", str(logdir), "--episodes", "6", "--video", "2", "--workers", "2")
+    res = json.loads((logdir / "eval" / "results.json").read_text())
+    assert len(res["episodes"]) == 6 and "test_controller.py" in res["command"]
+    assert all(e["seed"] >= 2**30 for e in res["episodes"])
+    assert res["mean"] == pytest.approx(np.mean([e["return"] for e in res["episodes"]]))
+    for i in range(2):
+        frames = imageio.mimread(logdir / "eval" / "videos" / f"episode_{i:03d}.mp4")
+        assert len(frames) == res["episodes"][i]["steps"] + 1 and frames[0].shape == (256, 256, 3)
+    run_script("test_controller.py", "--logdir", str(logdir), "--episodes", "3", "--dream", "--video", "1")
+    dream = json.loads((logdir / "eval" / "dream_results.json").read_text())
+    assert len(imageio.mimread(logdir / "eval" / "videos" / "dream_000.mp4")) == dream["episodes"][0]["steps"] + 1
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run is not installed (apt install xvfb)")
+def test_display_under_xvfb(logdir) -> None:
+    trainagent(logdir, "--dream", "--generations", "1")
+    proc = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", sys.executable, "test_controller.py",
+                           "--logdir", str(logdir), "--episodes", "2", "--display"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "over 2 episodes" in proc.stdout
+
+
+def test_display_without_a_screen_is_a_clear_error(logdir) -> None:
+    trainagent(logdir, "--dream", "--generations", "1")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    proc = subprocess.run([sys.executable, "test_controller.py", "--logdir", str(logdir), "--display"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "xvfb-run" in proc.stderr
+
