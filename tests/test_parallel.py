@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import pytest
 
+from tests.conftest import ROOT
 from tests.workers_for_tests import add, init_offset, misbehave
 from utils.parallel import WorkerError, WorkerPool
 
@@ -42,3 +47,28 @@ def test_hung_worker_times_out() -> None:
     with WorkerPool(1, init_offset, misbehave, (0,), timeout=1.0, retries=0) as pool:
         with pytest.raises(WorkerError, match=r"hung for more than 1 s"):
             list(pool.imap_unordered(["hang"]))
+
+
+def test_workers_exit_when_their_parent_is_killed() -> None:
+    """A run killed with SIGKILL leaves no orphaned workers behind."""
+    code = ("import time\nfrom tests.workers_for_tests import add, init_offset\nfrom utils.parallel import WorkerPool\n"
+            "pool = WorkerPool(2, init_offset, add, (0,))\nlist(pool.imap_unordered([1]))\n"
+            "print(' '.join(str(s.proc.pid) for s in pool.slots), flush=True)\ntime.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting to be reaped by init."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -10,6 +10,7 @@ restarted and its task rerun (up to `retries` times) or reported with a clear er
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import signal
 import time
@@ -22,6 +23,7 @@ from typing import Any
 from utils.cli import UserError
 
 POLL_S = 0.2
+PARENT_CHECK_S = 2.0  # an idle worker checks this often whether its parent still lives
 
 
 class WorkerError(UserError):
@@ -42,7 +44,16 @@ def _worker_main(
     except BaseException:
         results.put(("error", wid, None, traceback.format_exc()))
         return
-    while (item := tasks.get()) is not None:
+    parent = os.getppid()
+    while True:
+        try:
+            item = tasks.get(timeout=PARENT_CHECK_S)
+        except queue.Empty:
+            if os.getppid() != parent:  # the parent was killed: no one will ever read our results
+                return
+            continue
+        if item is None:
+            return
         tid, task = item
         try:
             results.put(("done", wid, tid, fn(state, task)))
