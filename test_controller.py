@@ -189,5 +189,4 @@ def dream_episodes(agent, logdir, vae_id, params, seeds, tau, max_steps, surviva
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
     run_main(main)

@@ -16,8 +16,6 @@ import argparse
 import os
 from pathlib import Path
 
-import torch
-
 from agent.cmaes import SearchSettings, run_search
 from agent.episodes import Agent
 from agent.evaluate import AgentSpec, DreamEvaluator, RealEvaluator, load_world
@@ -125,5 +123,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
     run_main(main)
