@@ -37,6 +37,7 @@ def _worker_main(
     tasks: mp.Queue,
     results: mp.Queue,
     wid: int,
+    parent: int,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     try:
@@ -44,7 +45,6 @@ def _worker_main(
     except BaseException:
         results.put(("error", wid, None, traceback.format_exc()))
         return
-    parent = os.getppid()
     while True:
         try:
             item = tasks.get(timeout=PARENT_CHECK_S)
@@ -97,7 +97,7 @@ class WorkerPool:
         tasks: mp.Queue = self.ctx.Queue()
         proc = self.ctx.Process(
             target=_worker_main,
-            args=(self.init, self.init_args, self.fn, tasks, self.results, wid),
+            args=(self.init, self.init_args, self.fn, tasks, self.results, wid, os.getpid()),
             daemon=True,
         )
         proc.start()
