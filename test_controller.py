@@ -24,11 +24,9 @@ import torch
 from tqdm import tqdm
 
 from agent.episodes import Agent, Episode, random_episode
-from agent.evaluate import TRAIN_SEEDS, AgentSpec, DreamEvaluator, RealEvaluator, load_world
+from agent.evaluate import TRAIN_SEEDS, AgentSpec, RealEvaluator, dream_evaluator, load_world
 from agent.media import Window, write_video
-from data.dataset import episode_split, open_dataset
 from data.envs import make_env, time_limit
-from data.latents import cached_dataset, latent_cache
 from models.controller import ControllerConfig, LinearController
 from utils.checkpoint import CheckpointError
 from utils.cli import run_main
@@ -126,7 +124,7 @@ def main() -> None:
             name, out = "controller in the dream", "dream_results.json"
             tau = a.temperature or identity.get("temperature") or 1.0
             episodes = dream_episodes(agent, a.logdir, ids["vae"], params, seeds, tau, max_steps,
-                                      bool(identity.get("survival")), frame_sink, device)
+                                      bool(identity.get("survival")), frame_sink)
         else:
             name, out = f"controller (generation {ckpt['generation']})", "results.json"
             episodes = real_episodes(agent, env, params, seeds, max_steps, a, frame_sink,
@@ -165,14 +163,9 @@ def real_episodes(agent, env, params, seeds, max_steps, a, frame_sink, spec) -> 
     return episodes
 
 
-def dream_episodes(agent, logdir, vae_id, params, seeds, tau, max_steps, survival, frame_sink,
-                   device) -> list[Episode]:
+def dream_episodes(agent, logdir, vae_id, params, seeds, tau, max_steps, survival, frame_sink) -> list[Episode]:
     """All dreams as one batch from held-out episode starts; V decodes the ones shown."""
-    dataset = cached_dataset(logdir)
-    files = open_dataset(dataset)
-    lat = latent_cache(logdir, dataset, files, agent.vae, vae_id, device)
-    train_eps, val_eps = episode_split(logdir, files, 0.1)
-    dreams = DreamEvaluator(agent, lat, val_eps or train_eps, tau, max_steps, survival)
+    dreams = dream_evaluator(agent, logdir, vae_id, tau, max_steps, survival, held_out=True)
     seeds_t = torch.tensor(seeds)
     ret, steps, zs = agent.dream(params.expand(len(seeds), -1), dreams.starts_for(seeds_t), seeds_t, tau, max_steps,
                                  survival, record=True)

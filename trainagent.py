@@ -18,10 +18,10 @@ from pathlib import Path
 
 from agent.cmaes import SearchSettings, run_search
 from agent.episodes import Agent
-from agent.evaluate import AgentSpec, DreamEvaluator, RealEvaluator, load_world
-from data.dataset import episode_split, open_dataset, read_meta
+from agent.evaluate import AgentSpec, DreamEvaluator, RealEvaluator, dream_evaluator, load_world
+from data.dataset import read_meta
 from data.envs import make_env, time_limit
-from data.latents import cached_dataset, latent_cache
+from data.latents import cached_dataset
 from models.controller import ControllerConfig, LinearController
 from utils.checkpoint import CheckpointError
 from utils.cli import run_main
@@ -100,11 +100,8 @@ def main() -> None:
     stage.write_config({**vars(a), "logdir": str(a.logdir), "env": env_id, "device": str(device),
                         "max_steps": max_steps, "survival": survival})
     if a.dream:
-        files = open_dataset(dataset)
-        lat = latent_cache(a.logdir, dataset, files, agent.vae, ids["vae"], device)
-        train_eps, _ = episode_split(a.logdir, files, 0.1)
-        evaluator: DreamEvaluator | RealEvaluator = DreamEvaluator(agent, lat, train_eps, a.temperature,
-                                                                   max_steps, survival)
+        evaluator: DreamEvaluator | RealEvaluator = dream_evaluator(agent, a.logdir, ids["vae"], a.temperature,
+                                                                    max_steps, survival, held_out=False)
         where = f"in M's dream (tau {a.temperature:g}, reward: {'+1 per step survived' if survival else 'M head'})"
     else:
         spec = AgentSpec(str(a.logdir), a.dynamics, env_id, cfg.to_dict(), str(device))

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from agent.episodes import Agent, Episode
+from data.dataset import episode_split, open_dataset
 from data.envs import make_env
-from data.latents import Latents
+from data.latents import Latents, cached_dataset, latent_cache
 from models.controller import ControllerConfig, LinearController
 from models.vae import VAE
 from models.world_model import WorldModel
@@ -130,3 +131,16 @@ class DreamEvaluator:
 
     def close(self) -> None:
         pass
+
+
+def dream_evaluator(
+    agent: Agent, logdir: Path, vae_id: str, temperature: float, max_steps: int, survival: bool, held_out: bool,
+) -> DreamEvaluator:
+    """Dreams that start from the first frames of the training episodes of M's dataset, or
+    of its validation episodes (held_out, for evaluation; the training ones if there are none)."""
+    dataset = cached_dataset(logdir)
+    files = open_dataset(dataset)
+    lat = latent_cache(logdir, dataset, files, agent.vae, vae_id, agent.device)
+    train_eps, val_eps = episode_split(logdir, files, 0.1)
+    episodes = (val_eps or train_eps) if held_out else train_eps
+    return DreamEvaluator(agent, lat, episodes, temperature, max_steps, survival)
