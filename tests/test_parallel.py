@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.conftest import ROOT
-from tests.workers_for_tests import add, init_offset, misbehave
+from tests.workers_for_tests import add, init_offset, init_slowly, misbehave
 from utils.parallel import WorkerError, WorkerPool
 
 
@@ -47,6 +47,24 @@ def test_hung_worker_times_out() -> None:
     with WorkerPool(1, init_offset, misbehave, (0,), timeout=1.0, retries=0) as pool:
         with pytest.raises(WorkerError, match=r"hung for more than 1 s"):
             list(pool.imap_unordered(["hang"]))
+
+
+def test_slow_start_up_does_not_count_as_hung() -> None:
+    """The timeout is for a task; loading V and M on a busy machine may take longer."""
+    with WorkerPool(1, init_slowly, misbehave, (3.0,), timeout=1.0, retries=0) as pool:
+        assert [r for _, r in pool.imap_unordered(["ok", "ok"])] == ["ok", "ok"]
+
+
+def test_run_exits_after_a_worker_dies_holding_an_unread_task() -> None:
+    """A task larger than a pipe's buffer sent to a worker that dies before reading it must not
+    block the parent's exit (it did: the queue's feeder thread was joined at exit)."""
+    code = ("import numpy as np\nfrom tests.workers_for_tests import add, die_in_init\n"
+            "from utils.parallel import WorkerError, WorkerPool\n"
+            "try:\n    with WorkerPool(2, die_in_init, add, (5,), retries=1) as pool:\n"
+            "        list(pool.imap_unordered([np.zeros(10**6) for _ in range(4)]))\n"
+            "except WorkerError as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "died with exit code 5" in proc.stdout and "giving up" in proc.stdout
 
 
 def test_workers_exit_when_their_parent_is_killed() -> None:

@@ -29,3 +29,13 @@ def misbehave(state: int, task: str) -> str:
             open(marker, "w").close()
             os._exit(9)
     return task
+
+
+def init_slowly(seconds: float) -> int:
+    """A start-up as slow as loading V and M on a busy machine."""
+    time.sleep(seconds)
+    return 0
+
+
+def die_in_init(code: int) -> int:
+    os._exit(code)

@@ -24,6 +24,7 @@ from utils.cli import UserError
 
 POLL_S = 0.2
 PARENT_CHECK_S = 2.0  # an idle worker checks this often whether its parent still lives
+STARTUP_TIMEOUT_S = 600.0  # building a worker's state (V, M, envs) may take this long before it counts as hung
 
 
 class WorkerError(UserError):
@@ -45,6 +46,7 @@ def _worker_main(
     except BaseException:
         results.put(("error", wid, None, traceback.format_exc()))
         return
+    results.put(("ready", wid, None, None))  # the task timeout starts now, not at spawn
     while True:
         try:
             item = tasks.get(timeout=PARENT_CHECK_S)
@@ -66,7 +68,8 @@ class _Slot:
     proc: mp.process.BaseProcess
     tasks: mp.Queue
     job: tuple[int, Any] | None = None
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)  # since start-up, then since the task arrived
+    ready: bool = False
 
 
 class WorkerPool:
@@ -105,14 +108,24 @@ class WorkerPool:
 
     def _assign(self, wid: int, job: tuple[int, Any]) -> None:
         slot = self.slots[wid]
-        slot.job, slot.started = job, time.monotonic()
+        slot.job = job
+        if slot.ready:
+            slot.started = time.monotonic()
         slot.tasks.put(job)
 
-    def _restart(self, wid: int) -> None:
-        slot = self.slots[wid]
+    @staticmethod
+    def _stop(slot: _Slot, wait: float) -> None:
+        """Join, or kill after `wait` s; then drop what the worker never read from its queue,
+        which would otherwise block this process's exit on the queue's feeder thread."""
+        slot.proc.join(wait)
         if slot.proc.is_alive():
             slot.proc.kill()
-        slot.proc.join(5)
+            slot.proc.join()
+        slot.tasks.cancel_join_thread()
+        slot.tasks.close()
+
+    def _restart(self, wid: int) -> None:
+        self._stop(self.slots[wid], 0)
         self.slots[wid] = self._start(wid)
 
     def imap_unordered(self, tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
@@ -138,6 +151,9 @@ class WorkerPool:
                 busy = sum(s.job is not None for s in self.slots)
                 continue
             slot = self.slots[wid]
+            if kind == "ready":
+                slot.ready, slot.started = True, time.monotonic()
+                continue
             if kind == "error":
                 where = f"task {slot.job[1]!r}" if slot.job else "worker start-up"
                 raise WorkerError(f"worker {wid} failed in {where}:\n{payload}")
@@ -149,10 +165,10 @@ class WorkerPool:
         self, wid: int, slot: _Slot, pending: deque, failures: dict[int, int]
     ) -> None:
         if slot.proc.is_alive():
-            elapsed = time.monotonic() - slot.started
-            if self.timeout is None or elapsed <= self.timeout:
+            limit = self.timeout if slot.ready else max(STARTUP_TIMEOUT_S, self.timeout or 0)
+            if limit is None or time.monotonic() - slot.started <= limit:
                 return
-            reason = f"hung for more than {self.timeout:g} s"
+            reason = f"hung for more than {limit:g} s" + ("" if slot.ready else " while starting")
         else:
             reason = f"died with exit code {slot.proc.exitcode}"
         tid, task = slot.job
@@ -174,10 +190,7 @@ class WorkerPool:
                 slot.tasks.put(None)
         deadline = time.monotonic() + 5
         for slot in self.slots:
-            slot.proc.join(max(0.0, deadline - time.monotonic()) if slot.job is None else 0)
-            if slot.proc.is_alive():
-                slot.proc.kill()
-                slot.proc.join()
+            self._stop(slot, max(0.0, deadline - time.monotonic()) if slot.job is None else 0)
         self.slots = []
 
     def __enter__(self) -> WorkerPool:
