@@ -26,7 +26,7 @@ from utils.device import resolve_device
 from utils.dreams import open_loop, save_dream_gif
 from utils.logdir import StageDir
 from utils.training import Trainer, TrainSettings, check_identity, mean_metrics
-from utils.upstream import DYNAMICS, build_dynamics, load_dynamics, load_vae
+from utils.upstream import DYNAMICS, build_dynamics, dynamics_config, load_dynamics, load_vae
 
 DREAM_EPISODES, DREAM_CONTEXT, DREAM_STEPS = 4, 8, 40
 
@@ -40,8 +40,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--hidden-size", type=int, default=256, help="LSTM units (Ha: 256 CarRacing, 512 Doom)")
-    p.add_argument("--gaussians", type=int, default=5, help="mixture components per latent dimension")
+    p.add_argument("--hidden-size", type=int, default=256,
+                   help="mdrnn: LSTM units (Ha: 256 CarRacing, 512 Doom); rssm: width of its MLPs (Dreamer: 200)")
+    p.add_argument("--gaussians", type=int, default=5, help="mdrnn: mixture components per latent dimension")
+    p.add_argument("--deter", type=int, default=200, help="rssm: GRU state size")
+    p.add_argument("--stoch", type=int, default=30, help="rssm: Gaussian state size, or number of categoricals")
+    p.add_argument("--classes", type=int, default=0,
+                   help="rssm: 0 for a Gaussian stochastic state, else classes per categorical (DreamerV2: "
+                        "--stoch 32 --classes 32)")
+    p.add_argument("--free-nats", type=float, default=1.0, help="rssm: KL below this is not penalised")
+    p.add_argument("--kl-balance", type=float, default=0.8, help="rssm: share of the KL gradient that trains the prior")
+    p.add_argument("--kl-weight", type=float, default=1.0, help="rssm")
     p.add_argument("--reward-weight", type=float, default=1.0)
     p.add_argument("--done-weight", type=float, default=1.0)
     p.add_argument("--grad-clip", type=float, default=1.0)
@@ -55,8 +64,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    if min(a.epochs, a.seq_len, a.batch_size, a.hidden_size, a.gaussians) < 1:
-        p.error("sizes and --epochs must be >= 1")
+    if min(a.epochs, a.seq_len, a.batch_size, a.hidden_size, a.gaussians, a.deter, a.stoch) < 1 or a.classes < 0:
+        p.error("sizes and --epochs must be >= 1 (--classes >= 0)")
+    if not 0 <= a.kl_balance <= 1 or a.free_nats < 0:
+        p.error("--kl-balance must lie in [0, 1] and --free-nats be >= 0")
     if a.dream_only and a.noreload:
         p.error("--dream-only reads best.pt; it cannot go with --noreload")
     return a
@@ -96,8 +107,7 @@ def main() -> None:
         print(f"wrote {stage.path / 'dreams' / f'best_tau{a.temperature:g}.gif'}")
         return
 
-    config = {"z_size": vae.cfg.z_size, "action_size": lat.actions.shape[1], "hidden_size": a.hidden_size,
-              "gaussians": a.gaussians, "reward_weight": a.reward_weight, "done_weight": a.done_weight}
+    config = dynamics_config(a.model, {**vars(a), "z_size": vae.cfg.z_size, "action_size": lat.actions.shape[1]})
     m = build_dynamics(a.model, config).to(device)
     optimizer = torch.optim.Adam(m.parameters(), lr=a.lr)
     settings = TrainSettings(a.epochs, stop_patience=a.patience, grad_clip=a.grad_clip,

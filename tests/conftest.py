@@ -48,10 +48,17 @@ def grid_vae(grid_data, tmp_path_factory) -> Path:
 GRID_M = ["--epochs", "60", "--seq-len", "16", "--reward-weight", "5", "--done-weight", "5", "--nodreams"]
 
 
+# The RSSM for GridWorld: Dreamer's layout at a quarter of its sizes.
+GRID_RSSM = ["--model", "rssm", "--epochs", "30", "--seq-len", "16", "--deter", "64", "--stoch", "16",
+             "--hidden-size", "64", "--reward-weight", "5", "--done-weight", "5", "--nodreams"]
+
+
 @pytest.fixture(scope="session")
 def grid_world(grid_vae, grid_data, tmp_path_factory) -> Path:
-    """A logdir with V and M (MDN-RNN, GRID_M) trained on grid_data. Copy, don't write."""
+    """A logdir with V and every M (MDN-RNN with GRID_M, RSSM with GRID_RSSM) trained on
+    grid_data. Copy, don't write."""
     logdir = tmp_path_factory.mktemp("grid_world") / "exp"
     shutil.copytree(grid_vae, logdir)
-    run_script("traindynamics.py", "--logdir", str(logdir), "--dataset", str(grid_data), "--device", "cpu", *GRID_M)
+    for m_args in (GRID_M, GRID_RSSM):
+        run_script("traindynamics.py", "--logdir", str(logdir), "--dataset", str(grid_data), "--device", "cpu", *m_args)
     return logdir

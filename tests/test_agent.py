@@ -42,11 +42,14 @@ def metrics(logdir: Path) -> list[dict]:
     return [json.loads(ln) for ln in lines]
 
 
-def test_cmaes_in_the_dream_improves_dream_fitness(logdir) -> None:
-    """The evolved C beats the search's starting point (all-zero parameters) in held-out dreams."""
-    trainagent(logdir, "--dream", "--generations", "30", "--pop-size", "64", "--n-samples", "16")
+@pytest.mark.parametrize("dynamics", ["mdrnn", "rssm"])
+def test_cmaes_in_the_dream_improves_dream_fitness(logdir, dynamics) -> None:
+    """The evolved C beats the search's starting point (all-zero parameters) in held-out dreams
+    of each M."""
+    trainagent(logdir, "--dream", "--generations", "30", "--pop-size", "64", "--n-samples", "16",
+               "--dynamics", dynamics)
     cpu = torch.device("cpu")
-    vae, m, ids = load_world(logdir, "mdrnn", cpu)
+    vae, m, ids = load_world(logdir, dynamics, cpu)
     best = load_checkpoint(logdir / "agent" / "cmaes" / "best.pt")
     agent = Agent(vae, m, LinearController(ControllerConfig(**best["controller"])), cpu)
     dataset = cached_dataset(logdir)

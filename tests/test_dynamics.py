@@ -15,6 +15,7 @@ from data.dataset import open_dataset
 from data.latents import latent_cache
 from tests.conftest import run_script
 from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.dreams import MODE_TAU, latent_errors
 from utils.upstream import load_dynamics, load_vae
 
 TINY_V = ["--width", "4", "--latent-size", "4", "--batch-size", "16", "--nosamples", "--epochs", "1"]
@@ -112,25 +113,53 @@ def test_missing_v_names_the_command(data, tmp_path) -> None:
     assert proc.returncode == 2 and "run `python trainvae.py" in proc.stderr
 
 
-def test_reward_and_done_heads_learn_gridworld(grid_world, grid_data) -> None:
-    """On held-out episodes M predicts the end of an episode and the sign of its reward."""
-    logdir = grid_world
+def held_out_episodes(logdir: Path, data: Path, name: str) -> tuple:
+    """M `name` from logdir, and V's mean latents and the actions, rewards and endings of the
+    held-out GridWorld episodes."""
     cpu = torch.device("cpu")
     vae, vae_id = load_vae(logdir, cpu)
-    m, _ = load_dynamics(logdir, "mdrnn", vae, vae_id, cpu)
-    lat = latent_cache(logdir, grid_data, open_dataset(grid_data), vae, vae_id, cpu)
+    m, _ = load_dynamics(logdir, name, vae, vae_id, cpu)
+    lat = latent_cache(logdir, data, open_dataset(data), vae, vae_id, cpu)
     val = json.loads((logdir / "split.json").read_text())["val"]
+    episodes = []
+    for e in [lat.names.index(n) for n in val]:
+        span = lat.episode(e)
+        episodes.append((vae.sample(torch.tensor(lat.stats[span]), mean=True)[None],
+                         *(torch.tensor(x[span])[None] for x in (lat.actions, lat.rewards, lat.terminals))))
+    return m, episodes
+
+
+@pytest.mark.parametrize("name", ["mdrnn", "rssm"])
+def test_each_m_predicts_gridworld_latents_better_than_copying(grid_world, grid_data, name) -> None:
+    """One step ahead, M's most likely z beats z_{t+1} = z_t by 10% (the agent moves one cell;
+    the rest of the frame stays), and it keeps an edge three steps ahead."""
+    m, episodes = held_out_episodes(grid_world, grid_data, name)
+    m_err, copy_err = torch.zeros(3), torch.zeros(3)
+    for z, a, *_ in episodes:
+        if a.shape[1] >= 4:
+            e, c = latent_errors(m, z, a[:, :-1], 3)
+            m_err, copy_err = m_err + e, copy_err + c
+    assert m_err[0] < 0.9 * copy_err[0] and m_err[2] < copy_err[2], (m_err, copy_err)
+
+
+@pytest.mark.parametrize("name", ["mdrnn", "rssm"])
+def test_reward_and_done_heads_learn_gridworld(grid_world, grid_data, name) -> None:
+    """On held-out episodes M, filtering the real latents, predicts the end of an episode and
+    the sign of its reward for the real next action."""
+    m, episodes = held_out_episodes(grid_world, grid_data, name)
     p_done, done, r_hat, r = [], [], [], []
     with torch.no_grad():
-        for e in [lat.names.index(n) for n in val]:
-            span = lat.episode(e)
-            z = vae.sample(torch.tensor(lat.stats[span]), mean=True)[None]
-            *_, reward, d_logit = m(z, torch.tensor(lat.actions[span])[None])
-            p_done.append(torch.sigmoid(d_logit[0]))
-            r_hat.append(reward[0])
-            done.append(torch.tensor(lat.terminals[span]))
-            r.append(torch.tensor(lat.rewards[span]))
+        for z, a, reward, terminal in episodes:
+            state = m.initial_state(1)
+            for t in range(a.shape[1]):
+                state = m.observe(state, z[:, t], a[:, t - 1] if t else None)
+                _, _, r_t, p_t = m.imagine(state, a[:, t], MODE_TAU)
+                p_done.append(p_t)
+                r_hat.append(r_t)
+            done.append(terminal[0])
+            r.append(reward[0])
     p_done, done, r_hat, r = (torch.cat(x) for x in (p_done, done, r_hat, r))
+    done = done.bool()
     assert done.sum() >= 30  # enough goal and hazard endings to judge
     assert p_done[done].mean() > 5 * p_done[~done].mean()
     goal, hazard = done & (r > 0), done & (r < 0)

@@ -49,3 +49,33 @@ def save_dream_gif(path: Path, truths: list[np.ndarray], dreams: list[np.ndarray
         frames.append(frame.repeat(2, 0).repeat(2, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimsave(path, frames, duration=0.1, loop=0)
+
+
+MODE_TAU = 1e-10  # a temperature this low makes every M predict its most likely next latent
+
+
+@torch.no_grad()
+def latent_errors(m: WorldModel, z: torch.Tensor, a: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Open-loop prediction error of M against copying the last real latent.
+
+    z: (B, T+1, Z) real latents, a: (B, T, A) actions, T >= horizon. From every step t with
+    t + horizon <= T, M filters z_0..z_t, then imagines `horizon` steps under the real
+    actions. Returns the mean squared error per latent dimension at each step ahead, (horizon,),
+    for M's most likely prediction and for the prediction z_{t+k} = z_t."""
+    B, T = a.shape[:2]
+    starts = T - horizon + 1
+    state, states = m.initial_state(B), []
+    for t in range(starts):
+        state = m.observe(state, z[:, t], a[:, t - 1] if t else None)
+        states.append(state)
+    state = {k: torch.cat([s[k] for s in states]) for k in state}  # row t * B + b
+    idx = torch.arange(starts)
+    m_err, copy_err = [], []
+    for k in range(horizon):
+        a_k = a[:, idx + k].transpose(0, 1).flatten(0, 1)
+        state, z_hat, _, _ = m.imagine(state, a_k, MODE_TAU)
+        truth = z[:, idx + k + 1].transpose(0, 1).flatten(0, 1)
+        last = z[:, idx].transpose(0, 1).flatten(0, 1)
+        m_err.append((z_hat - truth).pow(2).mean())
+        copy_err.append((last - truth).pow(2).mean())
+    return torch.stack(m_err), torch.stack(copy_err)

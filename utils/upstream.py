@@ -3,16 +3,19 @@ a missing stage names the command that makes it; a changed upstream is refused."
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from models.mdrnn import MDRNN, MDRNNConfig
+from models.rssm import RSSM, RSSMConfig
 from models.vae import VAE, VAEConfig
 from utils.checkpoint import CheckpointError, load_weights
 from utils.logdir import StageDir, require_upstream
 
-DYNAMICS = {"mdrnn": (MDRNN, MDRNNConfig)}
+DYNAMICS = {"mdrnn": (MDRNN, MDRNNConfig), "rssm": (RSSM, RSSMConfig)}
 
 
 def load_vae(logdir: Path, device: torch.device) -> tuple[VAE, str]:
@@ -22,6 +25,11 @@ def load_vae(logdir: Path, device: torch.device) -> tuple[VAE, str]:
     vae = VAE(VAEConfig(**ckpt["identity"]["model"])).to(device)
     load_weights(vae, ckpt["model"], StageDir(logdir, "vae").best)
     return vae.eval(), ckpt["id"]
+
+
+def dynamics_config(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The config of M `name` picked by field name from `values` (sizes and parsed flags)."""
+    return {f.name: values[f.name] for f in fields(DYNAMICS[name][1])}
 
 
 def build_dynamics(name: str, config: dict) -> torch.nn.Module:
