@@ -1,12 +1,14 @@
 """Stage 3 throughput: traindynamics.py against M's own forward+backward, and dream speed.
 
-    python bench/dynamics.py
+    python bench/dynamics.py [--model mdrnn rssm]
 
+For each M:
 1. Sequences/s of a real traindynamics.py epoch (from its metrics.jsonl) divided by
    sequences/s of forward+backward+Adam on a batch already in memory; target >= 0.9.
    Runs on 200 synthetic episodes of 500 steps, encoded by a tiny untrained V.
 2. Imagined steps/s with 1024 dreams stepped together through the world-model interface,
-   at CarRacing size (z 32, LSTM 256) and Doom size (z 64, LSTM 512).
+   at CarRacing size (z 32) and Doom size (z 64): MDN-RNN with LSTM 256 and 512 (Ha), RSSM
+   at Dreamer's sizes (deter 200, stoch 30, MLPs 200) for both.
 """
 
 from __future__ import annotations
@@ -25,17 +27,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.vae import synthetic_dataset  # noqa: E402
-from models.mdrnn import MDRNN, MDRNNConfig  # noqa: E402
 from models.vae import VAE, VAEConfig  # noqa: E402
 from utils.checkpoint import save_checkpoint  # noqa: E402
 from utils.logdir import StageDir  # noqa: E402
+from utils.upstream import DYNAMICS, build_dynamics  # noqa: E402
+
+# traindynamics.py's default sizes per M, and the LSTM of Ha's Doom M
+SIZES = {"mdrnn": {32: {"hidden_size": 256}, 64: {"hidden_size": 512}},
+         "rssm": {32: {"hidden_size": 200}, 64: {"hidden_size": 200}}}
 
 
-def in_memory_rate(cfg: MDRNNConfig, batch: int, seq_len: int, steps: int) -> float:
-    m = MDRNN(cfg)
+def build(name: str, z_size: int) -> torch.nn.Module:
+    return build_dynamics(name, {"z_size": z_size, "action_size": 3, **SIZES[name][z_size]})
+
+
+def in_memory_rate(name: str, batch: int, seq_len: int, steps: int) -> float:
+    m = build(name, 32)
     opt = torch.optim.Adam(m.parameters(), 1e-3)
-    z = torch.randn(batch, seq_len + 1, cfg.z_size)
-    a = torch.rand(batch, seq_len, cfg.action_size)
+    z = torch.randn(batch, seq_len + 1, m.z_size)
+    a = torch.rand(batch, seq_len, m.action_size)
     ones = torch.ones(batch, seq_len)
     for i in range(steps + 3):
         if i == 3:
@@ -48,7 +58,7 @@ def in_memory_rate(cfg: MDRNNConfig, batch: int, seq_len: int, steps: int) -> fl
     return steps * batch / (time.perf_counter() - t0)
 
 
-def training_ratio(batch: int, seq_len: int) -> None:
+def training_ratio(name: str, batch: int, seq_len: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data, logdir = Path(tmp) / "data", Path(tmp) / "exp"
         data.mkdir()
@@ -59,24 +69,25 @@ def training_ratio(batch: int, seq_len: int) -> None:
         save_checkpoint(vae_stage.best, {"model": VAE(cfg).state_dict(), "identity": {"model": cfg.to_dict()}})
         cmd = [sys.executable, str(ROOT / "traindynamics.py"), "--logdir", str(logdir), "--dataset", str(data),
                "--epochs", "1", "--nodreams", "--device", "cpu", "--batch-size", str(batch),
-               "--seq-len", str(seq_len)]
+               "--seq-len", str(seq_len), "--model", name,
+               "--hidden-size", str(SIZES[name][32]["hidden_size"])]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if proc.returncode:
             sys.exit(proc.stderr)
-        line = json.loads((logdir / "dynamics" / "mdrnn" / "metrics.jsonl").read_text().splitlines()[0])
+        line = json.loads((logdir / "dynamics" / name / "metrics.jsonl").read_text().splitlines()[0])
     loop = line["train/batches_per_s"] * batch
-    bare = in_memory_rate(MDRNNConfig(), batch, seq_len, 150)
-    print(f"M (MDN-RNN) training, batch {batch} x {seq_len} steps, {torch.get_num_threads()} threads")
+    bare = in_memory_rate(name, batch, seq_len, 150)
+    print(f"M ({name}) training, batch {batch} x {seq_len} steps, {torch.get_num_threads()} threads")
     print(f"  forward+backward on in-memory tensors  {bare:8.1f} sequences/s")
     print(f"  traindynamics.py epoch                 {loop:8.1f} sequences/s   ratio {loop / bare:.2f} "
           "(target >= 0.90)")
 
 
 @torch.no_grad()
-def dream_rate(cfg: MDRNNConfig, rollouts: int, steps: int) -> float:
-    m = MDRNN(cfg).eval()
-    state = m.observe(m.initial_state(rollouts), torch.randn(rollouts, cfg.z_size), None)
-    a = torch.rand(rollouts, cfg.action_size)
+def dream_rate(m: torch.nn.Module, rollouts: int, steps: int) -> float:
+    m.eval()
+    state = m.observe(m.initial_state(rollouts), torch.randn(rollouts, m.z_size), None)
+    a = torch.rand(rollouts, m.action_size)
     m.imagine(state, a)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -90,12 +101,13 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--rollouts", type=int, default=1024)
     p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--model", nargs="+", choices=list(DYNAMICS), default=list(DYNAMICS))
     a = p.parse_args()
-    training_ratio(a.batch_size, a.seq_len)
-    for name, cfg in [("CarRacing size (z 32, LSTM 256)", MDRNNConfig(32, 3, 256)),
-                      ("Doom size (z 64, LSTM 512)", MDRNNConfig(64, 3, 512))]:
-        rate = dream_rate(cfg, a.rollouts, a.steps)
-        print(f"  imagine, {a.rollouts} dreams at once, {name}: {rate:10.0f} steps/s")
+    for name in a.model:
+        training_ratio(name, a.batch_size, a.seq_len)
+        for z_size, size in [(32, "CarRacing size (z 32)"), (64, "Doom size (z 64)")]:
+            rate = dream_rate(build(name, z_size), a.rollouts, a.steps)
+            print(f"  imagine, {a.rollouts} dreams at once, {size}: {rate:10.0f} steps/s")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ GRID_M = ["--epochs", "60", "--seq-len", "16", "--reward-weight", "5", "--done-w
 
 
 # The RSSM for GridWorld: Dreamer's layout at a quarter of its sizes.
-GRID_RSSM = ["--model", "rssm", "--epochs", "30", "--seq-len", "16", "--deter", "64", "--stoch", "16",
+GRID_RSSM = ["--model", "rssm", "--epochs", "40", "--seq-len", "16", "--deter", "64", "--stoch", "16",
              "--hidden-size", "64", "--reward-weight", "5", "--done-weight", "5", "--nodreams"]
 
 
