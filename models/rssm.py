@@ -89,7 +89,9 @@ class RSSM(nn.Module):
         self.gru = nn.GRUCell(H, cfg.deter)
         self.prior_net = nn.Sequential(nn.Linear(cfg.deter, H), nn.ELU(), nn.Linear(H, stats))
         self.post_net = nn.Sequential(nn.Linear(cfg.deter + cfg.z_size, H), nn.ELU(), nn.Linear(H, stats))
-        self.head = nn.Sequential(nn.Linear(self.feature_size, H), nn.ELU(), nn.Linear(H, cfg.z_size + 2))
+        mlp = lambda n: nn.Sequential(nn.Linear(self.feature_size, H), nn.ELU(), nn.Linear(H, n))  # noqa: E731
+        # one MLP per head, as in Dreamer: sharing one with z's 32 outputs starved the rare rewards
+        self.z_head, self.reward_head, self.done_head = mlp(cfg.z_size), mlp(1), mlp(1)
 
     # --- distributions over s: (..., 2, stoch) [mean, std] or (..., stoch, classes) logits ---
     def _dist(self, out: torch.Tensor) -> torch.Tensor:
@@ -132,8 +134,7 @@ class RSSM(nn.Module):
 
     def heads(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z, reward and done logit from [h, s]."""
-        out = self.head(feat)
-        return out[..., :-2], out[..., -2], out[..., -1]
+        return self.z_head(feat), self.reward_head(feat)[..., 0], self.done_head(feat)[..., 0]
 
     def loss(
         self, z: torch.Tensor, a: torch.Tensor, reward: torch.Tensor, done: torch.Tensor,
