@@ -70,12 +70,12 @@ def latent_errors(m: WorldModel, z: torch.Tensor, a: torch.Tensor, horizon: int)
         states.append(state)
     state = {k: torch.cat([s[k] for s in states]) for k in state}  # row t * B + b
     idx = torch.arange(starts)
+    rows = lambda x, k: x[:, idx + k].transpose(0, 1).flatten(0, 1)  # noqa: E731  (start, batch) order
+    last = rows(z, 0)
     m_err, copy_err = [], []
     for k in range(horizon):
-        a_k = a[:, idx + k].transpose(0, 1).flatten(0, 1)
-        state, z_hat, _, _ = m.imagine(state, a_k, MODE_TAU)
-        truth = z[:, idx + k + 1].transpose(0, 1).flatten(0, 1)
-        last = z[:, idx].transpose(0, 1).flatten(0, 1)
+        state, z_hat, _, _ = m.imagine(state, rows(a, k), MODE_TAU)
+        truth = rows(z, k + 1)
         m_err.append((z_hat - truth).pow(2).mean())
         copy_err.append((last - truth).pow(2).mean())
     return torch.stack(m_err), torch.stack(copy_err)
