@@ -41,8 +41,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--hidden-size", type=int, default=256,
-                   help="mdrnn: LSTM units (Ha: 256 CarRacing, 512 Doom); rssm: width of its MLPs (Dreamer: 200)")
-    p.add_argument("--gaussians", type=int, default=5, help="mdrnn: mixture components per latent dimension")
+                   help="mdrnn: LSTM units (Ha: 256 CarRacing, 512 Doom); rssm: width of its MLPs (Dreamer: 200); "
+                        "tssm: the transformer's width")
+    p.add_argument("--gaussians", type=int, default=5, help="mdrnn, tssm: mixture components per latent dimension")
     p.add_argument("--deter", type=int, default=200, help="rssm: GRU state size")
     p.add_argument("--stoch", type=int, default=30, help="rssm: Gaussian state size, or number of categoricals")
     p.add_argument("--classes", type=int, default=0,
@@ -51,6 +52,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--free-nats", type=float, default=1.0, help="rssm: KL below this is not penalised")
     p.add_argument("--kl-balance", type=float, default=0.8, help="rssm: share of the KL gradient that trains the prior")
     p.add_argument("--kl-weight", type=float, default=1.0, help="rssm")
+    p.add_argument("--layers", type=int, default=2, help="tssm: transformer layers")
+    p.add_argument("--heads", type=int, default=4, help="tssm: attention heads (must divide --hidden-size)")
+    p.add_argument("--context", type=int, default=32,
+                   help="tssm: most past steps one step attends to, itself included (at most --seq-len)")
+    p.add_argument("--dropout", type=float, default=0.1, help="tssm: dropout on each residual branch")
     p.add_argument("--reward-weight", type=float, default=1.0)
     p.add_argument("--done-weight", type=float, default=1.0)
     p.add_argument("--grad-clip", type=float, default=1.0)
@@ -64,8 +70,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    if min(a.epochs, a.seq_len, a.batch_size, a.hidden_size, a.gaussians, a.deter, a.stoch) < 1 or a.classes < 0:
+    sizes = (a.epochs, a.seq_len, a.batch_size, a.hidden_size, a.gaussians, a.deter, a.stoch, a.layers, a.heads,
+             a.context)
+    if min(sizes) < 1 or a.classes < 0:
         p.error("sizes and --epochs must be >= 1 (--classes >= 0)")
+    if a.model == "tssm" and a.hidden_size % a.heads:
+        p.error(f"--hidden-size {a.hidden_size} must divide into --heads {a.heads}")
+    if a.model == "tssm" and a.context > a.seq_len:
+        p.error(f"--context {a.context} exceeds --seq-len {a.seq_len}: the TSSM would meet distances in the "
+                "dream that it never saw in training")
+    if not 0 <= a.dropout < 1:
+        p.error("--dropout must lie in [0, 1)")
     if not 0 <= a.kl_balance <= 1 or a.free_nats < 0:
         p.error("--kl-balance must lie in [0, 1] and --free-nats be >= 0")
     if a.dream_only and a.noreload:

@@ -52,13 +52,18 @@ GRID_M = ["--epochs", "60", "--seq-len", "16", "--reward-weight", "5", "--done-w
 GRID_RSSM = ["--model", "rssm", "--epochs", "40", "--seq-len", "16", "--deter", "64", "--stoch", "16",
              "--hidden-size", "64", "--reward-weight", "5", "--done-weight", "5", "--nodreams"]
 
+# The TSSM for GridWorld: one narrow layer sees whole episodes (about 12 steps); more layers
+# or width only overfit 1500 episodes.
+GRID_TSSM = ["--model", "tssm", "--epochs", "40", "--seq-len", "16", "--context", "16", "--layers", "1",
+             "--hidden-size", "64", "--dropout", "0", "--reward-weight", "5", "--done-weight", "5", "--nodreams"]
+
 
 @pytest.fixture(scope="session")
 def grid_world(grid_vae, grid_data, tmp_path_factory) -> Path:
-    """A logdir with V and every M (MDN-RNN with GRID_M, RSSM with GRID_RSSM) trained on
-    grid_data. Copy, don't write."""
+    """A logdir with V and every M (MDN-RNN with GRID_M, RSSM with GRID_RSSM, TSSM with
+    GRID_TSSM) trained on grid_data. Copy, don't write."""
     logdir = tmp_path_factory.mktemp("grid_world") / "exp"
     shutil.copytree(grid_vae, logdir)
-    for m_args in (GRID_M, GRID_RSSM):
+    for m_args in (GRID_M, GRID_RSSM, GRID_TSSM):
         run_script("traindynamics.py", "--logdir", str(logdir), "--dataset", str(grid_data), "--device", "cpu", *m_args)
     return logdir

@@ -42,11 +42,11 @@ def metrics(logdir: Path) -> list[dict]:
     return [json.loads(ln) for ln in lines]
 
 
-@pytest.mark.parametrize("dynamics", ["mdrnn", "rssm"])
+@pytest.mark.parametrize("dynamics", ["mdrnn", "rssm", "tssm"])
 def test_cmaes_in_the_dream_improves_dream_fitness(logdir, dynamics) -> None:
     """The evolved C beats the search's starting point (all-zero parameters) in held-out dreams
     of each M."""
-    trainagent(logdir, "--dream", "--generations", "30", "--pop-size", "64", "--n-samples", "16",
+    trainagent(logdir, "--dream", "--generations", "40", "--pop-size", "64", "--n-samples", "16",
                "--dynamics", dynamics)
     cpu = torch.device("cpu")
     vae, m, ids = load_world(logdir, dynamics, cpu)
@@ -89,9 +89,10 @@ def test_changed_search_settings_are_refused_on_resume(logdir) -> None:
     assert proc.returncode == 2 and "--noreload" in proc.stderr
 
 
-def test_batched_dreams_equal_dreams_one_by_one(grid_world) -> None:
+@pytest.mark.parametrize("dynamics", ["mdrnn", "rssm", "tssm"])
+def test_batched_dreams_equal_dreams_one_by_one(grid_world, dynamics) -> None:
     cpu = torch.device("cpu")
-    vae, m, _ = load_world(grid_world, "mdrnn", cpu)
+    vae, m, _ = load_world(grid_world, dynamics, cpu)
     c = LinearController(ControllerConfig(m.feature_size, 4, True))
     agent = Agent(vae, m, c, cpu)
     params = torch.randn(6, c.cfg.n_params)

@@ -9,7 +9,8 @@ import torch
 
 from data.latents import Latents
 from data.sequences import SequenceBatches
-from models.mdrnn import MDRNN, MDRNNConfig, gmm_nll
+from models.mdrnn import MDRNN, MDRNNConfig
+from models.mixture import gmm_nll
 
 TRUE = {"pi": torch.tensor([0.3, 0.7]), "mu": torch.tensor([-1.0, 2.0]), "sigma": torch.tensor([0.3, 0.5])}
 

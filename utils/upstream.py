@@ -11,11 +11,12 @@ import torch
 
 from models.mdrnn import MDRNN, MDRNNConfig
 from models.rssm import RSSM, RSSMConfig
+from models.tssm import TSSM, TSSMConfig
 from models.vae import VAE, VAEConfig
 from utils.checkpoint import CheckpointError, load_weights
 from utils.logdir import StageDir, require_upstream
 
-DYNAMICS = {"mdrnn": (MDRNN, MDRNNConfig), "rssm": (RSSM, RSSMConfig)}
+DYNAMICS = {"mdrnn": (MDRNN, MDRNNConfig), "rssm": (RSSM, RSSMConfig), "tssm": (TSSM, TSSMConfig)}
 
 
 def load_vae(logdir: Path, device: torch.device) -> tuple[VAE, str]:

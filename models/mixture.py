@@ -1,0 +1,71 @@
+"""The mixture-density head shared by the MDN-RNN and the TSSM (Ha & Schmidhuber 2018, 2.2).
+
+One linear layer turns M's output into, for every latent dimension separately, a mixture
+of K Gaussians with that dimension's own weights, plus a reward and a done logit. Keeping
+the likelihood, the loss and the dream's sampling here means both M train and dream alike.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.noise import Noise, categorical
+
+LOG_SIGMA_MIN, LOG_SIGMA_MAX = -7.0, 2.0  # sigma bounded: no collapse to a spike, no blow-up
+
+
+class Prediction(NamedTuple):
+    mu: torch.Tensor  # (..., Z, K)
+    log_sigma: torch.Tensor  # (..., Z, K)
+    logit_pi: torch.Tensor  # (..., Z, K)
+    reward: torch.Tensor  # (...)
+    done_logit: torch.Tensor  # (...)
+
+
+def gmm_nll(z: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi: torch.Tensor) -> torch.Tensor:
+    """-log p(z) per element under per-dimension mixtures; mixture parameters (..., Z, K)."""
+    z = z.unsqueeze(-1)
+    log_normal = -0.5 * ((z - mu) / log_sigma.exp()).pow(2) - log_sigma - 0.5 * math.log(2 * math.pi)
+    return -torch.logsumexp(logit_pi.log_softmax(-1) + log_normal, dim=-1)
+
+
+class MixtureHead(nn.Linear):
+    """A linear layer read as a Prediction (a plain Linear's weights, so checkpoints load)."""
+
+    def __init__(self, in_size: int, z_size: int, gaussians: int) -> None:
+        super().__init__(in_size, 3 * z_size * gaussians + 2)
+        self.z_size, self.gaussians = z_size, gaussians
+
+    def forward(self, x: torch.Tensor) -> Prediction:
+        out = super().forward(x)
+        mix = out[..., :-2].unflatten(-1, (3, self.z_size, self.gaussians))
+        log_sigma = mix[..., 1, :, :].clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+        return Prediction(mix[..., 0, :, :], log_sigma, mix[..., 2, :, :], out[..., -2], out[..., -1])
+
+
+def prediction_loss(
+    p: Prediction, z_next: torch.Tensor, reward: torch.Tensor, done: torch.Tensor, mask: torch.Tensor,
+    next_mask: torch.Tensor, reward_weight: float, done_weight: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mixture NLL of z_{t+1} where it lies inside the episode (next_mask), reward MSE and
+    done BCE on every real step (mask); all (B, T) but z_next (B, T, Z)."""
+    nll = gmm_nll(z_next, p.mu, p.log_sigma, p.logit_pi).mean(-1)
+    n, n_next = mask.sum().clamp(min=1), next_mask.sum().clamp(min=1)
+    gmm = (nll * next_mask).sum() / n_next
+    mse = ((p.reward - reward).pow(2) * mask).sum() / n
+    bce = (F.binary_cross_entropy_with_logits(p.done_logit, done, reduction="none") * mask).sum() / n
+    loss = gmm + reward_weight * mse + done_weight * bce
+    return loss, {"loss": loss.detach(), "gmm": gmm.detach(), "reward": mse.detach(), "done": bce.detach()}
+
+
+def sample(p: Prediction, temperature: float, noise: Noise) -> torch.Tensor:
+    """Draw z_{t+1}: tau divides the mixture logits and scales sigma by sqrt(tau) (Ha)."""
+    k = categorical(p.logit_pi / temperature, noise.uniform(p.mu.shape[:-1], p.mu.device))
+    pick = lambda t: t.gather(-1, k.unsqueeze(-1)).squeeze(-1)  # noqa: E731
+    eps = noise.normal(k.shape, p.mu.device)
+    return pick(p.mu) + pick(p.log_sigma).exp() * math.sqrt(temperature) * eps
