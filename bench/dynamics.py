@@ -1,6 +1,6 @@
 """Stage 3 throughput: traindynamics.py against M's own forward+backward, and dream speed.
 
-    python bench/dynamics.py [--model mdrnn rssm]
+    python bench/dynamics.py [--model mdrnn rssm tssm]
 
 For each M:
 1. Sequences/s of a real traindynamics.py epoch (from its metrics.jsonl) divided by
@@ -34,7 +34,8 @@ from utils.upstream import DYNAMICS, build_dynamics  # noqa: E402
 
 # traindynamics.py's default sizes per M, and the LSTM of Ha's Doom M
 SIZES = {"mdrnn": {32: {"hidden_size": 256}, 64: {"hidden_size": 512}},
-         "rssm": {32: {"hidden_size": 200}, 64: {"hidden_size": 200}}}
+         "rssm": {32: {"hidden_size": 200}, 64: {"hidden_size": 200}},
+         "tssm": {32: {"hidden_size": 256}, 64: {"hidden_size": 256}}}
 
 
 def build(name: str, z_size: int) -> torch.nn.Module:

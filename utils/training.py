@@ -180,6 +180,7 @@ class Trainer:
         self._check(val, f"in validation after epoch {p.epoch + 1}")
         train = {k: v / max(p.batch, 1) for k, v in p.sums.items()}
         train["batches_per_s"] = p.batch / max(p.train_time, 1e-9)
+        train["seconds"] = p.train_time  # this epoch's training batches, for comparing models' cost
         val_loss = float(val["loss"])
         self.scheduler.step(val_loss)
         p.epoch += 1
