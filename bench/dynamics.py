@@ -8,7 +8,9 @@ For each M:
    Runs on 200 synthetic episodes of 500 steps, encoded by a tiny untrained V.
 2. Imagined steps/s with 1024 dreams stepped together through the world-model interface,
    at CarRacing size (z 32) and Doom size (z 64): MDN-RNN with LSTM 256 and 512 (Ha), RSSM
-   at Dreamer's sizes (deter 200, stoch 30, MLPs 200) for both.
+   at Dreamer's sizes (deter 200, stoch 30, MLPs 200) for both, TSSM at traindynamics.py's
+   defaults (width 256, 2 layers, 4 heads, context 32) for both; its key/value cache has a
+   fixed shape, so every dream step costs the same however full the context is.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from models.tssm import TSSM, TSSMConfig, relative_attention
@@ -115,7 +116,7 @@ def test_imagination_appends_the_dreamed_latent() -> None:
     z, a = sequence(4)
     with torch.no_grad():
         state = m.observe(m.initial_state(2), z[:, 0], None)
-        dreamed, z1, _, _ = m.imagine(state, a[:, 0], noise=None)
+        dreamed, z1, _, _ = m.imagine(state, a[:, 0])
         observed = m.observe(state, z1, a[:, 0])
     for key in dreamed:
         torch.testing.assert_close(dreamed[key], observed[key])
@@ -140,9 +141,5 @@ def test_states_of_different_ages_batch_together() -> None:
 
 
 def test_width_must_split_into_heads() -> None:
-    try:
+    with pytest.raises(ValueError, match="heads"):
         TSSM(TSSMConfig(hidden_size=10, heads=4))
-    except ValueError as e:
-        assert "heads" in str(e)
-    else:
-        raise AssertionError("a width that does not split into heads was accepted")
