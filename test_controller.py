@@ -1,14 +1,15 @@
 """Stage 5: evaluate the trained controller (agent/<method>/best.pt) over many episodes.
 
     python test_controller.py --logdir exp --episodes 100 --video 3
+    python test_controller.py --logdir exp --method ac          # the actor-critic instead of CMA-ES's C
     python test_controller.py --logdir exp --random            # the random-policy baseline
     python test_controller.py --logdir exp --dream --video 2   # C acting inside M, decoded by V
     xvfb-run -s "-screen 0 1400x900x24" python test_controller.py --logdir exp --display --episodes 3
 
 Seeds start at 2^30 by default, above every seed trainagent.py uses, so these episodes were
 never seen in training. Prints mean +/- std, min and max; writes eval/results.json (or
-random.json, dream_results.json) with every episode and the exact command, and MP4s of the
-first --video episodes to eval/videos/.
+random.json, dream_results.json; the actor-critic's carry an _ac suffix) with every episode
+and the exact command, and MP4s of the first --video episodes to eval/videos/.
 """
 
 from __future__ import annotations
@@ -24,10 +25,9 @@ import torch
 from tqdm import tqdm
 
 from agent.episodes import Agent, Episode, random_episode
-from agent.evaluate import TRAIN_SEEDS, AgentSpec, RealEvaluator, dream_evaluator, load_world
+from agent.evaluate import TRAIN_SEEDS, AgentSpec, RealEvaluator, dream_evaluator, load_world, make_controller
 from agent.media import Window, write_video
 from data.envs import make_env, time_limit
-from models.controller import ControllerConfig, LinearController
 from utils.checkpoint import CheckpointError
 from utils.cli import run_main
 from utils.device import resolve_device
@@ -38,7 +38,7 @@ from utils.logdir import StageDir, require_upstream
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--logdir", type=Path, required=True)
-    p.add_argument("--method", choices=["cmaes"], default="cmaes")
+    p.add_argument("--method", choices=["cmaes", "ac"], default="cmaes", help="which trained C")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--seed", type=int, default=TRAIN_SEEDS, help="first episode seed (training uses < 2^30)")
     p.add_argument("--video", type=int, default=0, metavar="N", help="write MP4s of the first N episodes")
@@ -90,6 +90,7 @@ def main() -> None:
     seeds = [a.seed + i for i in range(a.episodes)]
     window = Window(f"{env_id} ({'dream' if a.dream else 'real'})", fps) if a.display else None
     videos = stage.logdir / "eval" / "videos"
+    tag = "" if a.method == "cmaes" else f"_{a.method}"  # each C's results and videos keep their own names
 
     def frame_sink(i: int, kind: str):
         """(sink, finish) for episode i, or (None, None) when it is neither filmed nor shown."""
@@ -105,7 +106,7 @@ def main() -> None:
 
         def finish() -> None:
             if i < a.video:
-                write_video(videos / f"{kind}_{i:03d}.mp4", frames, fps)
+                write_video(videos / f"{kind}{tag}_{i:03d}.mp4", frames, fps)
         return sink, finish
 
     if a.random:
@@ -118,15 +119,16 @@ def main() -> None:
         if ids["vae"] != identity["vae"] or ids["dynamics_id"] != identity["dynamics_id"]:
             raise CheckpointError(f"{stage.best} was trained on another V or M than the ones in {a.logdir}: "
                                   "retrain C with trainagent.py --noreload")
-        agent = Agent(vae, m, LinearController(ControllerConfig(**ckpt["controller"])), device)
+        agent = Agent(vae, m, make_controller(ckpt["controller"]), device)
         params = ckpt["params"]
         if a.dream:
-            name, out = "controller in the dream", "dream_results.json"
+            name, out = "controller in the dream", f"dream_results{tag}.json"
             tau = a.temperature or identity.get("temperature") or 1.0
             episodes = dream_episodes(agent, a.logdir, ids["vae"], params, seeds, tau, max_steps,
                                       bool(identity.get("survival")), frame_sink)
         else:
-            name, out = f"controller (generation {ckpt['generation']})", "results.json"
+            when = f"generation {ckpt['generation']}" if "generation" in ckpt else f"update {ckpt['update']}"
+            name, out = f"controller ({when})", f"results{tag}.json"
             episodes = real_episodes(agent, env, params, seeds, max_steps, a, frame_sink,
                                      AgentSpec(str(a.logdir), ckpt["dynamics"], env_id, ckpt["controller"], "cpu"))
     env.close()

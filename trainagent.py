@@ -2,12 +2,20 @@
 
     python trainagent.py --method cmaes --logdir exp --pop-size 64 --n-samples 16 --max-workers 8
     python trainagent.py --method cmaes --logdir exp --dream --temperature 1.15
+    python trainagent.py --method ac --dynamics rssm --logdir exp --updates 2000
 
 CMA-ES evolves the linear controller in the real env (parallel worker processes, each with
 V, M, C and one env) or, with --dream, entirely inside M (the whole population times
 n-samples as one batch). Every --eval-every generations the generation's best candidate
 plays --eval-episodes fixed selection episodes in the same world; best.pt changes only when
-that score improves. Rerunning resumes the search exactly; --noreload starts afresh.
+that score improves.
+
+The actor-critic (--method ac) always learns inside M, as Dreamer does: imagined rollouts
+of --horizon steps from M's posterior states on real sequences, lambda-returns, gradients
+through M (continuous actions) or REINFORCE (discrete). Every --eval-every updates the
+actor plays the selection episodes in the real env (or in the dream: --select dream).
+
+Rerunning resumes exactly; --noreload starts afresh.
 """
 
 from __future__ import annotations
@@ -16,15 +24,22 @@ import argparse
 import os
 from pathlib import Path
 
+import gymnasium as gym
+
+from agent.ac import LoopSettings, StartStates, run_actor_critic
 from agent.cmaes import SearchSettings, run_search
 from agent.episodes import Agent
 from agent.evaluate import AgentSpec, DreamEvaluator, RealEvaluator, dream_evaluator, load_world
-from data.dataset import read_meta
+from agent.imagination import ImaginationLearner, ImaginationSettings
+from agent.media import save_policy_dreams
+from data.dataset import episode_split, open_dataset, read_meta
 from data.envs import make_env, time_limit
-from data.latents import cached_dataset
+from data.latents import cached_dataset, latent_cache
+from data.sequences import SequenceBatches
+from models.actor_critic import Actor, ActorConfig, ActorController, Critic
 from models.controller import ControllerConfig, LinearController
-from utils.checkpoint import CheckpointError
-from utils.cli import run_main
+from utils.checkpoint import CheckpointError, seed_everything
+from utils.cli import UserError, run_main
 from utils.device import resolve_device
 from utils.logdir import StageDir
 from utils.upstream import DYNAMICS
@@ -34,40 +49,68 @@ SURVIVAL_ENVS = ("VizdoomTakeCover-v1",)  # Ha's Doom dream: +1 per step survive
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", choices=["cmaes"], default="cmaes")
+    p.add_argument("--method", choices=["cmaes", "ac"], default="cmaes")
     p.add_argument("--logdir", type=Path, required=True)
     p.add_argument("--dynamics", choices=list(DYNAMICS), default="mdrnn", help="which M in the logdir")
     p.add_argument("--env", help="env id (default: the env of the dataset M was trained on)")
-    p.add_argument("--pop-size", type=int, default=64)
-    p.add_argument("--n-samples", type=int, default=16, help="episodes per candidate per generation")
-    p.add_argument("--sigma", type=float, default=0.1, help="CMA-ES initial step size")
-    p.add_argument("--generations", type=int, default=100)
     p.add_argument("--target-return", type=float, help="stop once a selection score reaches it")
-    p.add_argument("--eval-every", type=int, default=5, help="generations between selection evaluations")
+    p.add_argument("--eval-every", type=int,
+                   help="generations (cmaes, default 5) or updates (ac, default 100) between selection evaluations")
     p.add_argument("--eval-episodes", type=int, default=64, help="episodes of each selection evaluation")
     p.add_argument("--max-workers", type=int, default=os.cpu_count() or 1,
                    help="real-env worker processes (0: run in this process)")
     p.add_argument("--envs-per-worker", type=int, default=16, help="envs each worker plays in lockstep")
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds a worker may spend on one chunk of --envs-per-worker episodes")
-    p.add_argument("--dream", action="store_true", help="evolve entirely inside M")
     p.add_argument("--temperature", type=float, default=1.0, help="tau of the dream (Ha: 1.15 for Doom)")
     p.add_argument("--dream-reward", choices=["auto", "head", "survival"], default="auto",
                    help="M's reward head, or +1 per step survived (auto: survival for TakeCover)")
-    p.add_argument("--discrete", choices=["argmax", "sample"], default="argmax",
-                   help="discrete actions: argmax of C's outputs, or sampled from their softmax")
     p.add_argument("--max-steps", type=int, help="episode cap (default: the env's time limit)")
     p.add_argument("--noreload", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    es = p.add_argument_group("CMA-ES (--method cmaes)")
+    es.add_argument("--pop-size", type=int, default=64)
+    es.add_argument("--n-samples", type=int, default=16, help="episodes per candidate per generation")
+    es.add_argument("--sigma", type=float, default=0.1, help="CMA-ES initial step size")
+    es.add_argument("--generations", type=int, default=100)
+    es.add_argument("--dream", action="store_true", help="evolve entirely inside M")
+    es.add_argument("--discrete", choices=["argmax", "sample"], default="argmax",
+                    help="discrete actions: argmax of C's outputs, or sampled from their softmax")
+    ac = p.add_argument_group("actor-critic (--method ac; Dreamer's settings by default)")
+    ac.add_argument("--updates", type=int, default=1000, help="imagination updates")
+    ac.add_argument("--batch-size", type=int, default=16, help="real sequence windows per update")
+    ac.add_argument("--seq-len", type=int, default=32, help="steps per window: every step starts an imagined rollout")
+    ac.add_argument("--horizon", type=int, default=15, help="imagined steps")
+    ac.add_argument("--gamma", type=float, default=0.99)
+    ac.add_argument("--lam", type=float, default=0.95, help="lambda of the lambda-returns")
+    ac.add_argument("--actor-lr", type=float, default=8e-5)
+    ac.add_argument("--critic-lr", type=float, default=8e-5)
+    ac.add_argument("--entropy", type=float, default=1e-3, help="weight of the actor's entropy bonus")
+    ac.add_argument("--grad-clip", type=float, default=100.0)
+    ac.add_argument("--target-mix", type=float, default=0.02, help="target critic's step towards the critic")
+    ac.add_argument("--actor-grad", choices=["auto", "dynamics", "reinforce"], default="auto",
+                    help="through M, or REINFORCE with the critic as baseline (auto: reinforce for discrete actions)")
+    ac.add_argument("--return-norm", action="store_true", help="divide returns by their 5-95%% range (DreamerV3)")
+    ac.add_argument("--units", type=int, default=200, help="width of the actor's and the critic's MLPs")
+    ac.add_argument("--mlp-layers", type=int, default=2, help="hidden layers of the actor's and the critic's MLPs")
+    ac.add_argument("--act", choices=["mode", "sample"], default="mode",
+                    help="in real episodes and dreams, the actor's most likely action or a sample")
+    ac.add_argument("--select", choices=["real", "dream"], default="real",
+                    help="score the selection episodes in the real env, or in M's dream (no real env at all)")
     a = p.parse_args()
-    if min(a.pop_size, a.n_samples, a.generations, a.eval_every, a.eval_episodes, a.envs_per_worker) < 1:
-        p.error("--pop-size, --n-samples, --generations, --eval-every, --eval-episodes and --envs-per-worker "
-                "must be >= 1")
+    a.eval_every = a.eval_every or (5 if a.method == "cmaes" else 100)
+    if min(a.pop_size, a.n_samples, a.generations, a.eval_every, a.eval_episodes, a.envs_per_worker, a.updates,
+           a.batch_size, a.seq_len, a.horizon, a.units) < 1 or a.mlp_layers < 0:
+        p.error("counts and sizes must be >= 1 (--mlp-layers >= 0)")
     if a.pop_size < 2:
         p.error("--pop-size must be >= 2")
     if a.sigma <= 0 or a.temperature <= 0 or a.timeout <= 0 or a.max_workers < 0 or a.seed < 0:
         p.error("--sigma, --temperature and --timeout must be > 0; --max-workers and --seed >= 0")
+    if not (0 < a.gamma <= 1 and 0 <= a.lam <= 1 and 0 < a.target_mix <= 1) or min(a.actor_lr, a.critic_lr) <= 0:
+        p.error("need 0 < --gamma <= 1, 0 <= --lam <= 1, 0 < --target-mix <= 1 and positive learning rates")
+    if a.method == "ac" and a.dream:
+        p.error("--dream is CMA-ES's; the actor-critic always learns in the dream (see --select)")
     return a
 
 
@@ -83,30 +126,41 @@ def main() -> None:
         raise CheckpointError(f"{dataset} does not say which env it holds: pass --env")
     env = make_env(env_id)
     max_steps = a.max_steps or time_limit(env)
-    vae, m, ids = load_world(a.logdir, a.dynamics, device)  # checks that M was trained on this V
-    cfg = ControllerConfig.for_space(m.feature_size, env.action_space, sample=a.discrete == "sample")
+    space = env.action_space
     env.close()
-    agent = Agent(vae, m, LinearController(cfg), device)
+    vae, m, ids = load_world(a.logdir, a.dynamics, device)  # checks that M was trained on this V
     survival = a.dream_reward == "survival" or (a.dream_reward == "auto" and env_id in SURVIVAL_ENVS)
-
     stage = StageDir(a.logdir, f"agent/{a.method}")
     stage.start(a.noreload)
-    settings = SearchSettings(a.pop_size, a.n_samples, a.sigma, a.generations, a.target_return, a.eval_every,
-                              a.eval_episodes, a.seed)
-    identity = {"method": a.method, "dynamics": a.dynamics, **ids, "env": env_id, "controller": cfg.to_dict(),
-                "dream": a.dream, "temperature": a.temperature if a.dream else None,
-                "survival": survival if a.dream else None, "max_steps": max_steps, "pop_size": a.pop_size,
-                "n_samples": a.n_samples, "sigma": a.sigma, "eval_episodes": a.eval_episodes, "seed": a.seed}
     stage.write_config({**vars(a), "logdir": str(a.logdir), "env": env_id, "device": str(device),
                         "max_steps": max_steps, "survival": survival})
-    if a.dream:
-        evaluator: DreamEvaluator | RealEvaluator = dream_evaluator(agent, a.logdir, ids["vae"], a.temperature,
-                                                                    max_steps, survival, held_out=False)
-        where = f"in M's dream (tau {a.temperature:g}, reward: {'+1 per step survived' if survival else 'M head'})"
-    else:
-        spec = AgentSpec(str(a.logdir), a.dynamics, env_id, cfg.to_dict(), str(device))
-        evaluator = RealEvaluator(spec, a.max_workers, a.timeout, a.max_steps, a.envs_per_worker)
-        where = f"in the real {env_id} with {a.max_workers} workers"
+    common = {"method": a.method, "dynamics": a.dynamics, **ids, "env": env_id, "max_steps": max_steps,
+              "eval_episodes": a.eval_episodes, "seed": a.seed}
+    (train_cmaes if a.method == "cmaes" else train_ac)(a, stage, vae, m, ids, env_id, space, max_steps, survival,
+                                                        common, device)
+
+
+def evaluator_for(a, agent: Agent, ids: dict, env_id: str, controller: dict, in_dream: bool, tau: float,
+                  max_steps: int, survival: bool) -> tuple[DreamEvaluator | RealEvaluator, str]:
+    """Where selection (and CMA-ES's fitness) episodes happen, and a phrase saying so."""
+    if in_dream:
+        where = f"in M's dream (tau {tau:g}, reward: {'+1 per step survived' if survival else 'M head'})"
+        return dream_evaluator(agent, a.logdir, ids["vae"], tau, max_steps, survival, held_out=False), where
+    spec = AgentSpec(str(a.logdir), a.dynamics, env_id, controller, str(agent.device))
+    return (RealEvaluator(spec, a.max_workers, a.timeout, a.max_steps, a.envs_per_worker),
+            f"in the real {env_id} with {a.max_workers} workers")
+
+
+def train_cmaes(a, stage, vae, m, ids, env_id, space, max_steps, survival, common, device) -> None:
+    cfg = ControllerConfig.for_space(m.feature_size, space, sample=a.discrete == "sample")
+    agent = Agent(vae, m, LinearController(cfg), device)
+    settings = SearchSettings(a.pop_size, a.n_samples, a.sigma, a.generations, a.target_return, a.eval_every,
+                              a.eval_episodes, a.seed)
+    identity = {**common, "controller": cfg.to_dict(), "dream": a.dream,
+                "temperature": a.temperature if a.dream else None, "survival": survival if a.dream else None,
+                "pop_size": a.pop_size, "n_samples": a.n_samples, "sigma": a.sigma}
+    evaluator, where = evaluator_for(a, agent, ids, env_id, cfg.to_dict(), a.dream, a.temperature, max_steps,
+                                     survival)
     print(f"C: linear, {cfg.n_params} parameters on {agent.m.feature_size} features of M ({a.dynamics}); "
           f"CMA-ES population {a.pop_size} x {a.n_samples} episodes {where}")
     try:
@@ -117,6 +171,48 @@ def main() -> None:
     print(f"{state.generation} generations, {state.frames:,} {'dream ' if a.dream else ''}steps, "
           f"{state.seconds:.0f} s; best selection score {state.best_score:.4g}: {stage.best}\n"
           f"evaluate it in the real env: python test_controller.py --logdir {a.logdir}")
+
+
+def train_ac(a, stage, vae, m, ids, env_id, space: gym.Space, max_steps, survival, common, device) -> None:
+    seed_everything(a.seed)  # the actor's and the critic's first weights; a resume restores the RNGs
+    cfg = ActorConfig.for_space(m.feature_size, space, hidden_size=a.units, layers=a.mlp_layers,
+                                sample=a.act == "sample")
+    reinforce = a.actor_grad == "reinforce" or (a.actor_grad == "auto" and cfg.discrete)
+    try:
+        settings = ImaginationSettings(a.horizon, a.gamma, a.lam, a.actor_lr, a.critic_lr, a.entropy, a.grad_clip,
+                                       a.target_mix, reinforce, a.return_norm, a.temperature, survival)
+        learner = ImaginationLearner(m, Actor(cfg).to(device), Critic(m.feature_size, a.units, a.mlp_layers).to(device),
+                                     settings)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    files = open_dataset(cached_dataset(a.logdir))
+    lat = latent_cache(a.logdir, cached_dataset(a.logdir), files, vae, ids["vae"], device)
+    train_eps, _ = episode_split(a.logdir, files, 0.1)
+    starts = StartStates(vae, learner, SequenceBatches(lat, train_eps, a.seq_len, a.batch_size, a.seed), a.seed,
+                         device)
+    agent = Agent(vae, m, ActorController(cfg), device)
+    identity = {**common, "controller": cfg.to_dict(), "imagination": vars(settings).copy(),
+                "select": a.select, "batch_size": a.batch_size, "seq_len": a.seq_len}
+    evaluator, where = evaluator_for(a, agent, ids, env_id, cfg.to_dict(), a.select == "dream", a.temperature,
+                                     max_steps, survival)
+    n_params = sum(p.numel() for p in learner.actor.parameters())
+    print(f"C: actor-critic ({'REINFORCE' if reinforce else 'gradients through M'}), actor of {n_params:,} "
+          f"parameters on {m.feature_size} features of M ({a.dynamics}); imagining {a.horizon} steps from "
+          f"{a.batch_size} x {a.seq_len} real states per update; selection episodes {where}")
+    dreams = stage.sub("dreams")
+    held_out = dream_evaluator(agent, a.logdir, ids["vae"], a.temperature, max_steps, survival, held_out=True)
+    try:
+        state = run_actor_critic(
+            stage, learner, starts, evaluator,
+            LoopSettings(a.updates, a.eval_every, a.eval_episodes, a.target_return, a.seed), identity,
+            {"controller": cfg.to_dict(), "env": env_id, "dynamics": a.dynamics},
+            lambda u: save_policy_dreams(dreams / f"update_{u:06d}.gif", held_out, learner.actor, 4,
+                                         min(max_steps, 100)))
+    finally:
+        evaluator.close()
+    print(f"{state.update} updates, {state.imagined:,} imagined steps, {state.seconds:.0f} s; best selection "
+          f"score {state.best_score:.4g}: {stage.best}\nthe actor in M's dream: {dreams}\n"
+          f"evaluate it in the real env: python test_controller.py --logdir {a.logdir} --method ac")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from models.controller import LinearController
+from models.controller import Controller
 from models.noise import Noise, SeededNoise
 from models.vae import VAE, frames_to_tensor
 from models.world_model import WorldModel
@@ -32,7 +32,7 @@ class Episode:
 class Agent:
     """V, M and C together: what acts, given C's parameter vector."""
 
-    def __init__(self, vae: VAE, m: WorldModel, controller: LinearController, device: torch.device) -> None:
+    def __init__(self, vae: VAE, m: WorldModel, controller: Controller, device: torch.device) -> None:
         self.vae, self.m, self.c, self.device = vae, m, controller, device
 
     @torch.no_grad()

@@ -18,7 +18,8 @@ from agent.episodes import Agent, Episode
 from data.dataset import episode_split, open_dataset
 from data.envs import make_env
 from data.latents import Latents, cached_dataset, latent_cache
-from models.controller import ControllerConfig, LinearController
+from models.actor_critic import ActorConfig, ActorController
+from models.controller import Controller, ControllerConfig, LinearController
 from models.vae import VAE
 from models.world_model import WorldModel
 from utils.parallel import WorkerPool
@@ -50,10 +51,17 @@ def load_world(logdir: Path, dynamics: str, device: torch.device) -> tuple[VAE, 
     return vae, m, {"vae": vae_id, "dynamics_id": m_id}
 
 
+def make_controller(config: dict) -> Controller:
+    """C from the config its checkpoint stores: the actor, or the linear controller."""
+    if config.get("kind") == "actor":
+        return ActorController(ActorConfig(**config))
+    return LinearController(ControllerConfig(**config))
+
+
 def load_agent(spec: AgentSpec) -> Agent:
     device = torch.device(spec.device)
     vae, m, _ = load_world(Path(spec.logdir), spec.dynamics, device)
-    return Agent(vae, m, LinearController(ControllerConfig(**spec.controller)), device)
+    return Agent(vae, m, make_controller(spec.controller), device)
 
 
 def _init_worker(spec: AgentSpec, max_steps: int | None) -> dict[str, Any]:

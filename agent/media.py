@@ -1,4 +1,4 @@
-"""Showing what the agent sees: MP4 videos and a live window (--display)."""
+"""Showing what the agent sees: MP4 videos, a live window (--display) and dream GIFs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
+import torch
+from torch.nn.utils import parameters_to_vector
 
+from agent.evaluate import DreamEvaluator
+from models.actor_critic import Actor
 from utils.cli import UserError
 
 SCALE = 4  # 64x64 frames shown at 256x256
@@ -52,3 +56,28 @@ class Window:
 
     def close(self) -> None:
         self.pygame.display.quit()
+
+
+@torch.no_grad()
+def save_policy_dreams(path: Path, dreams: DreamEvaluator, actor: Actor, n: int, max_steps: int) -> None:
+    """A GIF of the actor (its most likely actions) in n dreams from held-out starts, decoded
+    by V side by side; a dream that ended keeps its last frame, with a red bar."""
+    agent = dreams.agent
+    params = parameters_to_vector(actor.parameters()).detach().expand(n, -1)
+    seeds = torch.arange(n)
+    _, steps, zs = agent.dream(params, dreams.starts_for(seeds), seeds, dreams.temperature, max_steps,
+                               dreams.survival, record=True)
+    z = torch.stack(zs, 1)  # (n, T + 1, Z)
+    x = agent.vae.decode(z.flatten(0, 1)).unflatten(0, z.shape[:2])
+    frames = x.clamp(0, 1).mul(255).byte().permute(0, 1, 3, 4, 2).cpu().numpy()  # (n, T + 1, 64, 64, 3)
+    out = []
+    for t in range(int(steps.max()) + 1):
+        cols = []
+        for i in range(n):
+            f = frames[i, min(t, int(steps[i]))].copy()
+            if t > steps[i]:
+                f[:2] = (255, 0, 0)
+            cols.append(f)
+        out.append(upscale(np.concatenate(cols, 1), 2))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(path, out, duration=0.1, loop=0)

@@ -15,12 +15,24 @@ Action mapping:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import gymnasium as gym
 import torch
 import torch.nn.functional as F
 
 from models.noise import Noise, TorchNoise, categorical
+
+
+class Controller(Protocol):
+    """What the real-env and dream loops need of any C: actions from M's features and a
+    flat parameter vector (CMA-ES's candidate, or the actor's weights)."""
+
+    def act(self, features: torch.Tensor, params: torch.Tensor, noise: Noise | None = None) -> torch.Tensor:
+        """features (B, F), params (B, P) or (P,) -> env actions: (B,) long or (B, A) float."""
+
+    def m_input(self, actions: torch.Tensor) -> torch.Tensor:
+        """Env actions as M consumes them: one-hot rows for discrete spaces."""
 
 
 @dataclass(frozen=True)

@@ -120,8 +120,12 @@ class RSSM(nn.Module):
     def _sample(self, d: torch.Tensor, temperature: float, noise: Noise) -> torch.Tensor:
         """What the dream draws: logits / tau, or std * sqrt(tau) as for the MDN-RNN."""
         if self.cfg.classes:
-            k = categorical(d / temperature, noise.uniform(d.shape[:-1], d.device))
-            return F.one_hot(k, self.cfg.classes).to(d).flatten(-2)
+            logits = d / temperature
+            hard = F.one_hot(categorical(logits, noise.uniform(d.shape[:-1], d.device)), self.cfg.classes).to(d)
+            if torch.is_grad_enabled():  # straight through, so an actor's gradient can cross the dream
+                probs = logits.softmax(-1)
+                hard = hard + probs - probs.detach()
+            return hard.flatten(-2)
         eps = noise.normal(d[..., 0, :].shape, d.device)
         return d[..., 0, :] + d[..., 1, :] * math.sqrt(temperature) * eps
 
