@@ -185,8 +185,9 @@ def train_ac(a, stage, vae, m, ids, env_id, space: gym.Space, max_steps, surviva
                                      settings)
     except ValueError as e:
         raise UserError(str(e)) from e
-    files = open_dataset(cached_dataset(a.logdir))
-    lat = latent_cache(a.logdir, cached_dataset(a.logdir), files, vae, ids["vae"], device)
+    dataset = cached_dataset(a.logdir)
+    files = open_dataset(dataset)
+    lat = latent_cache(a.logdir, dataset, files, vae, ids["vae"], device)
     train_eps, _ = episode_split(a.logdir, files, 0.1)
     starts = StartStates(vae, learner, SequenceBatches(lat, train_eps, a.seq_len, a.batch_size, a.seed), a.seed,
                          device)
