@@ -189,7 +189,7 @@ def train_ac(a, stage, vae, m, ids, env_id, space: gym.Space, max_steps, surviva
     files = open_dataset(dataset)
     lat = latent_cache(a.logdir, dataset, files, vae, ids["vae"], device)
     train_eps, _ = episode_split(a.logdir, files, 0.1)
-    starts = StartStates(vae, learner, SequenceBatches(lat, train_eps, a.seq_len, a.batch_size, a.seed), a.seed,
+    starts = StartStates(vae, m, SequenceBatches(lat, train_eps, a.seq_len, a.batch_size, a.seed), a.seed,
                          device)
     agent = Agent(vae, m, ActorController(cfg), device)
     identity = {**common, "controller": cfg.to_dict(), "imagination": vars(settings).copy(),

@@ -19,17 +19,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agent.cmaes import Evaluate
+from agent.cmaes import SELECT, Evaluate
 from agent.evaluate import episode_seed
 from agent.imagination import ImaginationLearner, posterior_starts
 from data.sequences import SequenceBatches
 from models.actor_critic import flat_params
 from models.vae import VAE
+from models.world_model import WorldModel
 from utils.checkpoint import rng_state, save_checkpoint, set_rng_state
 from utils.logdir import StageDir
 from utils.training import TrainingError, check_identity
-
-SELECT = 1  # seed purpose, as for CMA-ES's selection episodes
 
 
 @dataclass(frozen=True)
@@ -53,9 +52,8 @@ class StartStates:
     """Start states for imagination: M's posterior states over random windows of the
     training episodes, the same windows for the same (seed, update)."""
 
-    def __init__(self, vae: VAE, learner: ImaginationLearner, batches: SequenceBatches, seed: int,
-                 device: torch.device) -> None:
-        self.vae, self.learner, self.batches, self.seed, self.device = vae, learner, batches, seed, device
+    def __init__(self, vae: VAE, m: WorldModel, batches: SequenceBatches, seed: int, device: torch.device) -> None:
+        self.vae, self.m, self.batches, self.seed, self.device = vae, m, batches, seed, device
         self.windows = batches.windows(0, shuffle=False)
 
     def __call__(self, update: int) -> dict[str, torch.Tensor]:
@@ -63,7 +61,7 @@ class StartStates:
         pick = rng.choice(len(self.windows), min(self.batches.batch_size, len(self.windows)), replace=False)
         b = self.batches.gather(self.windows[np.sort(pick)])
         t = lambda k: torch.as_tensor(np.asarray(b[k]), device=self.device)  # noqa: E731
-        return posterior_starts(self.learner.m, self.vae, t("stats")[:, :-1], t("actions"), t("mask"))
+        return posterior_starts(self.m, self.vae, t("stats")[:, :-1], t("actions"), t("mask"))
 
 
 def run_actor_critic(
