@@ -1,9 +1,16 @@
-"""Stage 1: record random-policy rollouts of an environment to datasets/<env>/.
+"""Stage 1: record rollouts of an environment to datasets/<env>/.
 
     python generation_script.py --env CarRacing-v3 --rollouts 1000 --threads 8
+    python generation_script.py --env CarRacing-v3 --rollouts 1000 --threads 64 --ray auto
+    python generation_script.py --policy controller --logdir exp --rollouts 500
 
 Rerunning tops the dataset up to --rollouts: finished episodes are kept, missing ones are
-generated, and each episode depends only on (--seed, its index).
+generated, and each episode depends only on (--seed, its index), with either backend.
+
+--policy controller is Ha & Schmidhuber's iterative training: the trained C of --logdir
+(agent/<--method>/best.pt) plays with --noise exploration, and its episodes go to a
+subfolder of the dataset M was trained on (controller_<C's id>/), so retraining M on
+that dataset learns from random and controller episodes together.
 """
 
 from __future__ import annotations
@@ -15,34 +22,48 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from agent.evaluate import load_trained
+from agent.policy import ControllerSpec, init_controller_generator
 from data.collect import EpisodeJob, generate_episode, init_generator
 from data.dataset import (
     DatasetError,
     episode_stats,
-    list_rollouts,
     read_meta,
     rollout_index,
     rollout_path,
     write_meta,
 )
 from data.envs import FRAME_SIZE, describe_space, make_env
+from data.latents import cached_dataset
 from data.policies import POLICIES, make_policy
+from data.rollouts import write_rollout_bytes
 from utils.cli import run_main
-from utils.io import remove_stale_tmp
-from utils.parallel import WorkerPool
+from utils.device import resolve_device
+from utils.io import TMP_MARK, remove_stale_tmp
+from utils.parallel import open_pool
 
 META_EVERY_S = 5.0
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--env", default="GridWorld-v0", help="env id (see data/envs.py)")
+    p.add_argument("--env", help="env id (see data/envs.py; default GridWorld-v0, or C's env with --policy controller)")
     p.add_argument("--rollouts", type=int, default=100, help="episodes the dataset should hold")
-    p.add_argument("--rootdir", type=Path, help="output folder (default datasets/<env>)")
+    p.add_argument("--rootdir", type=Path,
+                   help="output folder (default datasets/<env>, or controller_<id>/ inside M's dataset)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                   help="worker processes, one env each (0: run in this process)")
-    p.add_argument("--policy", choices=POLICIES, default="auto",
-                   help="auto: brownian for continuous actions, sticky for discrete")
+                   help="worker processes (or Ray actors), one env each (0: run in this process)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run the workers as Ray actors: 'auto' (a running local cluster, else a private one) or a "
+                        "cluster address; episodes come back to this process, which writes the dataset")
+    p.add_argument("--policy", choices=[*POLICIES, "controller"], default="auto",
+                   help="auto: brownian for continuous actions, sticky for discrete; controller: --logdir's trained C")
+    p.add_argument("--logdir", type=Path, help="--policy controller: the logdir holding V, M and C")
+    p.add_argument("--method", choices=["cmaes", "ac"], default="cmaes", help="--policy controller: which C")
+    p.add_argument("--noise", type=float, default=0.1,
+                   help="--policy controller: random-action probability (discrete) or Gaussian std in half box "
+                        "widths (continuous)")
+    p.add_argument("--device", default="cpu", help="--policy controller: where the workers run V, M and C")
     p.add_argument("--max-steps", type=int, help="cap on episode length (a truncation)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=900.0,
@@ -50,15 +71,30 @@ def parse_args() -> argparse.Namespace:
     args = p.parse_args()
     if args.rollouts < 1 or args.threads < 0 or (args.max_steps is not None and args.max_steps < 1):
         p.error("--rollouts and --max-steps must be >= 1, --threads >= 0")
-    args.rootdir = args.rootdir or Path("datasets") / args.env
+    if args.ray and args.threads < 1:
+        p.error("--ray needs --threads >= 1 (the number of Ray actors)")
+    if (args.policy == "controller") != (args.logdir is not None):
+        p.error("--policy controller and --logdir go together")
+    if not 0 <= args.noise <= 1:
+        p.error("--noise must lie in [0, 1]")
     return args
 
 
-def dataset_meta(args: argparse.Namespace) -> dict:
+def controller_source(args: argparse.Namespace) -> tuple[ControllerSpec, dict]:
+    """Load C once here (a clear error if it is missing or stale) and say what it is."""
+    device = resolve_device(args.device)
+    _, _, ckpt = load_trained(args.logdir, args.method, device)
+    args.env = args.env or ckpt["env"]
+    args.rootdir = args.rootdir or cached_dataset(args.logdir) / f"controller_{ckpt['id'][:8]}"
+    spec = ControllerSpec(str(args.logdir.resolve()), args.method, args.noise, str(device))
+    return spec, {"logdir": spec.logdir, "method": args.method, "c_id": ckpt["id"], "noise": args.noise}
+
+
+def dataset_meta(args: argparse.Namespace, controller: dict | None) -> dict:
     """What defines the dataset; a top-up must agree with it. Also checks env and policy."""
     env = make_env(args.env)
     try:
-        policy = make_policy(args.policy, env.action_space)
+        policy = "ControllerPolicy" if controller else type(make_policy(args.policy, env.action_space)).__name__
     except ValueError as e:
         raise DatasetError(str(e)) from e
     finally:
@@ -67,7 +103,8 @@ def dataset_meta(args: argparse.Namespace) -> dict:
         "env": args.env,
         "frame_size": [FRAME_SIZE, FRAME_SIZE, 3],
         "action_space": describe_space(env.action_space),
-        "policy": type(policy).__name__,
+        "policy": policy,
+        **({"controller": controller} if controller else {}),
         "seed": args.seed,
         "max_steps": args.max_steps,
     }
@@ -75,7 +112,10 @@ def dataset_meta(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     args = parse_args()
-    meta = dataset_meta(args)
+    spec, controller = controller_source(args) if args.policy == "controller" else (None, None)
+    args.env = args.env or "GridWorld-v0"
+    args.rootdir = args.rootdir or Path("datasets") / args.env
+    meta = dataset_meta(args, controller)
     root: Path = args.rootdir
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(root)
@@ -86,7 +126,8 @@ def main() -> None:
         diff = ", ".join(f"{k}: {old[k]!r} there, {meta[k]!r} asked" for k in clash)
         raise DatasetError(f"{root} was generated with other settings ({diff}); use another --rootdir")
     stats: dict[str, dict] = old.get("episodes", {})
-    files = {p.name: p for p in list_rollouts(root)}
+    # this folder's own episodes only: subfolders (controller episodes) are other datasets
+    files = {p.name: p for p in sorted(root.glob("rollout_*.npz")) if TMP_MARK not in p.name}
     stats = {name: stats.get(name) or episode_stats(p) for name, p in files.items()}
     done = {rollout_index(p) for p in files.values()}
     todo = [i for i in range(args.rollouts) if i not in done]
@@ -95,14 +136,20 @@ def main() -> None:
         frames = sum(s["frames"] for s in stats.values())
         write_meta(root, {**meta, "episodes_count": len(stats), "frames": frames, "episodes": stats})
 
-    print(f"{args.env}: {len(done)} episodes in {root}, generating {len(todo)} with {args.threads} worker(s)")
+    backend = f"Ray actor(s) at {args.ray}" if args.ray else "worker(s)"
+    print(f"{args.env}: {len(done)} episodes in {root}, generating {len(todo)} with {args.threads} {backend}, "
+          f"policy {meta['policy']}")
     new_frames, t0, last_save = 0, time.monotonic(), 0.0
-    jobs = [EpisodeJob(str(root), args.seed, i, args.max_steps) for i in todo]
+    jobs = [EpisodeJob(args.seed, i, args.max_steps) for i in todo]
+    init, init_args = (init_controller_generator, (args.env, spec)) if spec else (init_generator,
+                                                                                  (args.env, args.policy))
     try:
-        with WorkerPool(args.threads, init_generator, generate_episode, (args.env, args.policy),
-                        timeout=args.timeout) as pool, tqdm(total=len(jobs), unit="ep") as bar:
-            for job, s in pool.imap_unordered(jobs):
-                stats[rollout_path(root, job.index).name] = s
+        with open_pool(args.threads, init, generate_episode, init_args, args.timeout, 1, args.ray) as pool, \
+                tqdm(total=len(jobs), unit="ep") as bar:
+            for job, (s, data) in pool.imap_unordered(jobs):
+                path = rollout_path(root, job.index)
+                write_rollout_bytes(path, data)
+                stats[path.name] = s
                 new_frames += s["frames"]
                 bar.update()
                 bar.set_postfix(fps=f"{new_frames / (time.monotonic() - t0):.0f}", refresh=False)

@@ -24,15 +24,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agent.episodes import Agent, Episode, random_episode
-from agent.evaluate import TRAIN_SEEDS, AgentSpec, RealEvaluator, dream_evaluator, load_world, make_controller
+from agent.episodes import Episode, random_episode
+from agent.evaluate import TRAIN_SEEDS, AgentSpec, RealEvaluator, dream_evaluator, load_trained, logdir_env
 from agent.media import Window, write_video
 from data.envs import make_env, time_limit
-from utils.checkpoint import CheckpointError
 from utils.cli import run_main
 from utils.device import resolve_device
 from utils.io import write_json
-from utils.logdir import StageDir, require_upstream
+from utils.logdir import StageDir
 
 
 def parse_args() -> argparse.Namespace:
@@ -50,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes for the episodes without video or display (0: this process)")
     p.add_argument("--envs-per-worker", type=int, default=16, help="envs each worker plays in lockstep")
+    p.add_argument("--ray", metavar="ADDRESS", help="workers as Ray actors ('auto' or a cluster address)")
     p.add_argument("--device", default="auto")
     a = p.parse_args()
     if a.envs_per_worker < 1:
@@ -82,7 +82,10 @@ def main() -> None:
     a = parse_args()
     device = resolve_device(a.device)
     stage = StageDir(a.logdir, f"agent/{a.method}")
-    ckpt = require_upstream(stage, "trained C", f"python trainagent.py --method {a.method} --logdir {a.logdir}")
+    if a.random:  # no C needed: the env M's dataset came from
+        agent, params, ckpt = None, None, {"env": logdir_env(a.logdir)}
+    else:
+        agent, params, ckpt = load_trained(a.logdir, a.method, device)
     env_id = ckpt["env"]
     env = make_env(env_id)
     max_steps = a.max_steps or time_limit(env)
@@ -115,16 +118,10 @@ def main() -> None:
                                                                       leave=False)]
     else:
         identity = ckpt["identity"]
-        vae, m, ids = load_world(a.logdir, ckpt["dynamics"], device)
-        if ids["vae"] != identity["vae"] or ids["dynamics_id"] != identity["dynamics_id"]:
-            raise CheckpointError(f"{stage.best} was trained on another V or M than the ones in {a.logdir}: "
-                                  "retrain C with trainagent.py --noreload")
-        agent = Agent(vae, m, make_controller(ckpt["controller"]), device)
-        params = ckpt["params"]
         if a.dream:
             name, out = "controller in the dream", f"dream_results{tag}.json"
             tau = a.temperature or identity.get("temperature") or 1.0
-            episodes = dream_episodes(agent, a.logdir, ids["vae"], params, seeds, tau, max_steps,
+            episodes = dream_episodes(agent, a.logdir, ckpt["vae"], params, seeds, tau, max_steps,
                                       bool(identity.get("survival")), frame_sink)
         else:
             when = f"generation {ckpt['generation']}" if "generation" in ckpt else f"update {ckpt['update']}"
@@ -156,7 +153,7 @@ def real_episodes(agent, env, params, seeds, max_steps, a, frame_sink, spec) -> 
             finish()
     rest = seeds[shown:]
     if rest:
-        evaluator = RealEvaluator(spec, min(a.workers, len(rest)), None, max_steps, a.envs_per_worker)
+        evaluator = RealEvaluator(spec, min(a.workers, len(rest)), None, max_steps, a.envs_per_worker, a.ray)
         try:
             _, more = evaluator(np.repeat(params.numpy()[None], len(rest), 0), rest)
         finally:

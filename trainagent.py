@@ -29,16 +29,16 @@ import gymnasium as gym
 from agent.ac import LoopSettings, StartStates, run_actor_critic
 from agent.cmaes import SearchSettings, run_search
 from agent.episodes import Agent
-from agent.evaluate import AgentSpec, DreamEvaluator, RealEvaluator, dream_evaluator, load_world
+from agent.evaluate import AgentSpec, DreamEvaluator, RealEvaluator, dream_evaluator, load_world, logdir_env
 from agent.imagination import ImaginationLearner, ImaginationSettings
 from agent.media import save_policy_dreams
-from data.dataset import episode_split, open_dataset, read_meta
+from data.dataset import episode_split, open_dataset
 from data.envs import make_env, time_limit
 from data.latents import cached_dataset, latent_cache
 from data.sequences import SequenceBatches
 from models.actor_critic import Actor, ActorConfig, ActorController, Critic
 from models.controller import ControllerConfig, LinearController
-from utils.checkpoint import CheckpointError, seed_everything
+from utils.checkpoint import seed_everything
 from utils.cli import UserError, run_main
 from utils.device import resolve_device
 from utils.logdir import StageDir
@@ -60,6 +60,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-workers", type=int, default=os.cpu_count() or 1,
                    help="real-env worker processes (0: run in this process)")
     p.add_argument("--envs-per-worker", type=int, default=16, help="envs each worker plays in lockstep")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="real-env workers as Ray actors: 'auto' (a running local cluster, else a private one) or "
+                        "a cluster address; --max-workers counts actors; the logdir must be readable on every node")
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds a worker may spend on one chunk of --envs-per-worker episodes")
     p.add_argument("--temperature", type=float, default=1.0, help="tau of the dream (Ha: 1.15 for Doom)")
@@ -109,6 +112,8 @@ def parse_args() -> argparse.Namespace:
         p.error("--sigma, --temperature and --timeout must be > 0; --max-workers and --seed >= 0")
     if not (0 < a.gamma <= 1 and 0 <= a.lam <= 1 and 0 < a.target_mix <= 1) or min(a.actor_lr, a.critic_lr) <= 0:
         p.error("need 0 < --gamma <= 1, 0 <= --lam <= 1, 0 < --target-mix <= 1 and positive learning rates")
+    if a.ray and a.max_workers < 1:
+        p.error("--ray needs --max-workers >= 1")
     if a.method == "ac" and a.dream:
         p.error("--dream is CMA-ES's; the actor-critic always learns in the dream (see --select)")
     return a
@@ -117,13 +122,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     a = parse_args()
     device = resolve_device(a.device)
-    try:
-        dataset = cached_dataset(a.logdir)
-    except FileNotFoundError as e:
-        raise CheckpointError(str(e)) from e
-    env_id = a.env or (read_meta(dataset) or {}).get("env")
-    if not env_id:
-        raise CheckpointError(f"{dataset} does not say which env it holds: pass --env")
+    env_id = a.env or logdir_env(a.logdir)
     env = make_env(env_id)
     max_steps = a.max_steps or time_limit(env)
     space = env.action_space
@@ -147,8 +146,8 @@ def evaluator_for(a, agent: Agent, ids: dict, env_id: str, controller: dict, in_
         where = f"in M's dream (tau {tau:g}, reward: {'+1 per step survived' if survival else 'M head'})"
         return dream_evaluator(agent, a.logdir, ids["vae"], tau, max_steps, survival, held_out=False), where
     spec = AgentSpec(str(a.logdir), a.dynamics, env_id, controller, str(agent.device))
-    return (RealEvaluator(spec, a.max_workers, a.timeout, a.max_steps, a.envs_per_worker),
-            f"in the real {env_id} with {a.max_workers} workers")
+    return (RealEvaluator(spec, a.max_workers, a.timeout, a.max_steps, a.envs_per_worker, a.ray),
+            f"in the real {env_id} with {a.max_workers} {'Ray actors' if a.ray else 'workers'}")
 
 
 def train_cmaes(a, stage, vae, m, ids, env_id, space, max_steps, survival, common, device) -> None:

@@ -7,7 +7,7 @@ an episode: the env's reset seed, or the dream's start episode and sampling nois
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,17 @@ import numpy as np
 import torch
 
 from agent.episodes import Agent, Episode
-from data.dataset import episode_split, open_dataset
+from data.dataset import episode_split, open_dataset, read_meta
 from data.envs import make_env
 from data.latents import Latents, cached_dataset, latent_cache
 from models.actor_critic import ActorConfig, ActorController
 from models.controller import Controller, ControllerConfig, LinearController
 from models.vae import VAE
 from models.world_model import WorldModel
-from utils.parallel import WorkerPool
+from utils.checkpoint import CheckpointError
+from utils.device import worker_device
+from utils.logdir import StageDir, require_upstream
+from utils.parallel import open_pool
 from utils.upstream import load_dynamics, load_vae
 
 TRAIN_SEEDS = 2**30  # training and selection seeds lie below this; test_controller's above
@@ -44,6 +47,17 @@ class AgentSpec:
     device: str = "cpu"
 
 
+def logdir_env(logdir: Path) -> str:
+    """The env id of the dataset M in `logdir` was trained on."""
+    try:
+        env_id = (read_meta(cached_dataset(logdir)) or {}).get("env")
+    except FileNotFoundError as e:
+        raise CheckpointError(str(e)) from e
+    if not env_id:
+        raise CheckpointError(f"the dataset of {logdir} does not say which env it holds: pass --env")
+    return env_id
+
+
 def load_world(logdir: Path, dynamics: str, device: torch.device) -> tuple[VAE, WorldModel, dict[str, str]]:
     """V and M from the logdir (M checked against V) and their checkpoint ids."""
     vae, vae_id = load_vae(logdir, device)
@@ -58,6 +72,18 @@ def make_controller(config: dict) -> Controller:
     return LinearController(ControllerConfig(**config))
 
 
+def load_trained(logdir: Path, method: str, device: torch.device) -> tuple[Agent, torch.Tensor, dict[str, Any]]:
+    """The trained agent of agent/<method>/best.pt, its C parameters and the checkpoint; refuses
+    a C trained on another V or M than the logdir's."""
+    stage = StageDir(logdir, f"agent/{method}")
+    ckpt = require_upstream(stage, "trained C", f"python trainagent.py --method {method} --logdir {logdir}")
+    vae, m, ids = load_world(Path(logdir), ckpt["dynamics"], device)
+    if ids["vae"] != ckpt["identity"]["vae"] or ids["dynamics_id"] != ckpt["identity"]["dynamics_id"]:
+        raise CheckpointError(f"{stage.best} was trained on another V or M than the ones in {logdir}: "
+                              "retrain C with trainagent.py --noreload")
+    return Agent(vae, m, make_controller(ckpt["controller"]), device), ckpt["params"], {**ckpt, **ids}
+
+
 def load_agent(spec: AgentSpec) -> Agent:
     device = torch.device(spec.device)
     vae, m, _ = load_world(Path(spec.logdir), spec.dynamics, device)
@@ -66,6 +92,7 @@ def load_agent(spec: AgentSpec) -> Agent:
 
 def _init_worker(spec: AgentSpec, max_steps: int | None) -> dict[str, Any]:
     torch.set_num_threads(1)  # one core per worker: workers are the parallelism
+    spec = replace(spec, device=worker_device(spec.device))
     return {"agent": load_agent(spec), "envs": [], "env_id": spec.env_id, "max_steps": max_steps}
 
 
@@ -91,16 +118,17 @@ def _run_chunk(state: dict[str, Any], chunk: Chunk) -> list[Episode]:
 
 
 class RealEvaluator:
-    """Episodes in `workers` spawned processes (0: inline), each holding V, M, C and up to
-    `envs_per_worker` envs that play a chunk of episodes in lockstep, so V, M and C run
-    batched. timeout: seconds one chunk may take before its worker counts as hung."""
+    """Episodes in `workers` spawned processes (0: inline) or Ray actors (`ray`: 'auto' or a
+    cluster address), each holding V, M, C and up to `envs_per_worker` envs that play a chunk
+    of episodes in lockstep, so V, M and C run batched. On CUDA, workers take the visible
+    GPUs in turn. timeout: seconds one chunk may take before its worker counts as hung."""
 
     def __init__(
         self, spec: AgentSpec, workers: int, timeout: float | None, max_steps: int | None = None,
-        envs_per_worker: int = 16,
+        envs_per_worker: int = 16, ray: str | None = None,
     ) -> None:
         self.workers, self.envs_per_worker = workers, envs_per_worker
-        self.pool = WorkerPool(workers, _init_worker, _run_chunk, (spec, max_steps), timeout=timeout, retries=1)
+        self.pool = open_pool(workers, _init_worker, _run_chunk, (spec, max_steps), timeout, 1, ray)
 
     def __call__(self, params: np.ndarray, seeds: list[int]) -> tuple[np.ndarray, list[Episode]]:
         n = len(seeds)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from data.dataset import rollout_path
 from data.envs import PixelEnv, make_env
 from data.policies import Policy, make_policy
-from data.rollouts import Rollout, save_rollout
+from data.rollouts import Rollout, encode_rollout
 
 
 def episode_rng(seed: int, index: int) -> np.random.Generator:
@@ -54,7 +52,6 @@ def run_episode(
 
 @dataclass(frozen=True)
 class EpisodeJob:
-    root: str
     seed: int
     index: int
     max_steps: int | None
@@ -66,9 +63,8 @@ def init_generator(env_id: str, policy: str) -> tuple[PixelEnv, Policy]:
     return env, make_policy(policy, env.action_space)
 
 
-def generate_episode(state: tuple[PixelEnv, Policy], job: EpisodeJob) -> dict[str, float]:
-    """Record episode `job.index` to its file and return its length and return."""
+def generate_episode(state: tuple[PixelEnv, Policy], job: EpisodeJob) -> tuple[dict[str, float], bytes]:
+    """Play episode `job.index`; its length and return, and its compressed file's bytes."""
     env, policy = state
     rollout, ret = run_episode(env, policy, episode_rng(job.seed, job.index), job.max_steps)
-    save_rollout(rollout_path(Path(job.root), job.index), rollout)
-    return {"frames": len(rollout["rewards"]), "return": ret}
+    return {"frames": len(rollout["rewards"]), "return": ret}, encode_rollout(rollout)

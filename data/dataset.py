@@ -74,6 +74,15 @@ def open_dataset(root: str | os.PathLike) -> list[Path]:
 
 
 
+def relative_names(files: list[Path]) -> list[str]:
+    """Paths below the dataset's top folder: a flat dataset's file names, and for episodes in
+    subfolders (controller rollouts) 'controller_<id>/rollout_000001.npz', which stay unique."""
+    if not files:
+        return []
+    top = Path(os.path.commonpath([p.parent for p in files]))
+    return [p.relative_to(top).as_posix() for p in files]
+
+
 def episode_split(
     logdir: str | os.PathLike, files: list[Path], val_fraction: float = 0.1
 ) -> tuple[list[int], list[int]]:
@@ -84,7 +93,7 @@ def episode_split(
     assigned by a hash of their name, which keeps earlier assignments untouched.
     """
     path = Path(logdir) / "split.json"
-    names = [p.name for p in files]
+    names = relative_names(files)
     stored = json.loads(path.read_text()) if path.exists() else {"val_fraction": val_fraction, "val": []}
     known = set(stored.get("train", [])) | set(stored["val"])
     val = set(stored["val"])

@@ -8,6 +8,7 @@ ours and defaults to all-false when a file lacks it.
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 import zlib
@@ -52,11 +53,22 @@ def check_rollout(r: Rollout, name: str = "rollout") -> Rollout:
     return out
 
 
-def save_rollout(path: str | os.PathLike, r: Rollout) -> None:
+def encode_rollout(r: Rollout, name: str = "rollout") -> bytes:
+    """The compressed .npz file's bytes: workers compress, so only small payloads travel
+    to the process (or, on Ray, the node) that writes the dataset."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **check_rollout(r, name))
+    return buf.getvalue()
+
+
+def write_rollout_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write atomically: a killed writer leaves no file under `path`."""
-    r = check_rollout(r, str(path))
     with atomic_open(path) as f:
-        np.savez_compressed(f, **r)
+        f.write(data)
+
+
+def save_rollout(path: str | os.PathLike, r: Rollout) -> None:
+    write_rollout_bytes(path, encode_rollout(r, str(path)))
 
 
 @contextmanager

@@ -1,6 +1,8 @@
-"""--device handling shared by every stage."""
+"""--device handling shared by every stage, and which GPU a worker process takes."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -15,3 +17,15 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
     return device
+
+
+WORKER_ID = "WM_WORKER_ID"  # set by utils/parallel.py in each worker process
+
+
+def worker_device(name: str) -> str:
+    """A worker's device: plain 'cuda' becomes the visible GPU (worker id mod GPU count), so
+    workers spread over the GPUs CUDA_VISIBLE_DEVICES leaves visible. Ray assigns GPUs itself
+    by setting CUDA_VISIBLE_DEVICES per actor, where this picks the actor's only GPU."""
+    if name != "cuda" or not torch.cuda.is_available():
+        return name
+    return f"cuda:{int(os.environ.get(WORKER_ID, 0)) % torch.cuda.device_count()}"

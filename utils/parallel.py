@@ -5,6 +5,7 @@ tasks one at a time. The parent always knows which task each worker holds, so a 
 that raises is reported with its traceback, and one that dies or exceeds the timeout is
 restarted and its task rerun (up to `retries` times) or reported with a clear error.
 `workers=0` runs everything inline in the calling process, which is handy for debugging.
+`open_pool` picks this local backend or the Ray one (utils/ray_pool.py) behind one interface.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from utils.cli import UserError
+from utils.device import WORKER_ID
 
 POLL_S = 0.2
 PARENT_CHECK_S = 2.0  # an idle worker checks this often whether its parent still lives
@@ -41,6 +43,7 @@ def _worker_main(
     parent: int,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    os.environ[WORKER_ID] = str(wid)  # lets init pick a GPU (utils/device.py)
     try:
         state = init(*init_args)
     except BaseException:
@@ -61,6 +64,14 @@ def _worker_main(
             results.put(("done", wid, tid, fn(state, task)))
         except BaseException:
             results.put(("error", wid, tid, traceback.format_exc()))
+
+
+def give_up_or_retry(failures: dict[int, int], wid: int, tid: int, task: Any, reason: str, retries: int) -> None:
+    """Count a lost task; raise once it has failed more than `retries` times, else warn."""
+    failures[tid] = failures.get(tid, 0) + 1
+    if failures[tid] > retries:
+        raise WorkerError(f"worker {wid} {reason} while running task {task!r} (tried {failures[tid]} times); giving up")
+    print(f"warning: worker {wid} {reason} on task {task!r}; restarting it and retrying")
 
 
 @dataclass
@@ -172,13 +183,7 @@ class WorkerPool:
         else:
             reason = f"died with exit code {slot.proc.exitcode}"
         tid, task = slot.job
-        failures[tid] = failures.get(tid, 0) + 1
-        if failures[tid] > self.retries:
-            raise WorkerError(
-                f"worker {wid} {reason} while running task {task!r} "
-                f"(tried {failures[tid]} times); giving up"
-            )
-        print(f"warning: worker {wid} {reason} on task {task!r}; restarting it and retrying")
+        give_up_or_retry(failures, wid, tid, task, reason, self.retries)
         slot.job = None
         self._restart(wid)
         pending.appendleft((tid, task))
@@ -198,3 +203,25 @@ class WorkerPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Pool(Protocol):
+    """What the stages use: results as they finish, then close (WorkerPool or RayPool)."""
+
+    def imap_unordered(self, tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Pool: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def open_pool(
+    workers: int, init: Callable[..., Any], fn: Callable[[Any, Any], Any], init_args: tuple = (),
+    timeout: float | None = None, retries: int = 1, ray: str | None = None, gpus: float = 0,
+) -> Pool:
+    """Local spawned processes by default; Ray actors when `ray` names a cluster ('auto' or an
+    address). Both give the same results for the same tasks."""
+    if ray is None:
+        return WorkerPool(workers, init, fn, init_args, timeout, retries)
+    from utils.ray_pool import RayPool  # Ray is optional: imported only when asked for
+
+    return RayPool(ray, workers, init, fn, init_args, timeout, retries, gpus)

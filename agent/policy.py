@@ -1,0 +1,77 @@
+"""A trained C as a data-collection policy: Ha & Schmidhuber's iterative training (section 5).
+
+generation_script.py --policy controller rolls C out frame by frame through V and M, with
+exploration noise, so the next M learns the states the controller actually reaches, which
+random rollouts rarely show (the far side of a CarRacing track, a GridWorld goal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agent.evaluate import load_trained
+from data.envs import PixelEnv, make_env
+from models.noise import SeededNoise
+from models.vae import frames_to_tensor
+from utils.device import worker_device
+
+
+@dataclass(frozen=True)
+class ControllerSpec:
+    """Which trained C to roll out, and how much to explore: plain values a worker rebuilds it from."""
+
+    logdir: str
+    method: str = "cmaes"
+    noise: float = 0.1
+    device: str = "cpu"
+
+
+class ControllerPolicy:
+    """reset(rng) / act(obs) like the random policies. Exploration: with probability `noise`
+    a uniformly random discrete action; for boxes Gaussian noise of std `noise` x half the
+    box's width, clipped. All randomness comes from the episode's rng, so an episode depends
+    only on (seed, index), on any worker or backend."""
+
+    def __init__(self, spec: ControllerSpec, space: gym.Space) -> None:
+        self.agent, self.params, _ = load_trained(Path(spec.logdir), spec.method, torch.device(spec.device))
+        self.params = self.params.to(spec.device)
+        self.space, self.noise = space, spec.noise
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.state = self.agent.m.initial_state(1)
+        self.a_prev: torch.Tensor | None = None
+        self.c_noise = SeededNoise(torch.tensor([int(rng.integers(2**31 - 1))]))  # for a sampling C
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> Any:
+        agent = self.agent
+        z = agent.vae.sample(agent.vae.encode(frames_to_tensor(torch.from_numpy(obs[None]), agent.device)), mean=True)
+        self.state = agent.m.observe(self.state, z, self.a_prev)
+        a = agent.c.act(agent.m.features(self.state), self.params, self.c_noise)
+        a = self._explore(a)
+        self.a_prev = agent.c.m_input(a)
+        return int(a[0]) if a.dtype == torch.long else a[0].cpu().numpy()
+
+    def _explore(self, a: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.space, gym.spaces.Discrete):
+            if self.rng.random() < self.noise:
+                return torch.full_like(a, int(self.rng.integers(self.space.n)))
+            return a
+        low, high = self.space.low.astype(np.float32), self.space.high.astype(np.float32)
+        step = self.noise * (high - low) / 2 * self.rng.standard_normal(low.shape, dtype=np.float32)
+        return torch.from_numpy(np.clip(a[0].cpu().numpy() + step, low, high))[None].to(a)
+
+
+def init_controller_generator(env_id: str, spec: ControllerSpec) -> tuple[PixelEnv, ControllerPolicy]:
+    """Worker state for generation_script.py --policy controller: one env, V, M and C."""
+    torch.set_num_threads(1)  # one core per worker: workers are the parallelism
+    env = make_env(env_id)
+    spec = ControllerSpec(spec.logdir, spec.method, spec.noise, worker_device(spec.device))
+    return env, ControllerPolicy(spec, env.action_space)
