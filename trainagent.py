@@ -40,7 +40,7 @@ from models.actor_critic import Actor, ActorConfig, ActorController, Critic
 from models.controller import ControllerConfig, LinearController
 from utils.checkpoint import seed_everything
 from utils.cli import UserError, run_main
-from utils.device import resolve_device
+from utils.distributed import check_batch, finish, init_world, main_first, world
 from utils.logdir import StageDir
 from utils.upstream import DYNAMICS
 
@@ -121,7 +121,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     a = parse_args()
-    device = resolve_device(a.device)
+    device = init_world(a.device)
+    if world().size > 1 and a.method != "ac":
+        raise UserError("torchrun is for the actor-critic's gradients; CMA-ES spreads episodes with --max-workers "
+                        "or --ray")
     env_id = a.env or logdir_env(a.logdir)
     env = make_env(env_id)
     max_steps = a.max_steps or time_limit(env)
@@ -173,6 +176,7 @@ def train_cmaes(a, stage, vae, m, ids, env_id, space, max_steps, survival, commo
 
 
 def train_ac(a, stage, vae, m, ids, env_id, space: gym.Space, max_steps, survival, common, device) -> None:
+    check_batch(a.batch_size)
     seed_everything(a.seed)  # the actor's and the critic's first weights; a resume restores the RNGs
     cfg = ActorConfig.for_space(m.feature_size, space, hidden_size=a.units, layers=a.mlp_layers,
                                 sample=a.act == "sample")
@@ -186,15 +190,15 @@ def train_ac(a, stage, vae, m, ids, env_id, space: gym.Space, max_steps, surviva
         raise UserError(str(e)) from e
     dataset = cached_dataset(a.logdir)
     files = open_dataset(dataset)
-    lat = latent_cache(a.logdir, dataset, files, vae, ids["vae"], device)
-    train_eps, _ = episode_split(a.logdir, files, 0.1)
+    lat = main_first(latent_cache, a.logdir, dataset, files, vae, ids["vae"], device)
+    train_eps, _ = main_first(episode_split, a.logdir, files, 0.1)
     starts = StartStates(vae, m, SequenceBatches(lat, train_eps, a.seq_len, a.batch_size, a.seed), a.seed,
                          device)
     agent = Agent(vae, m, ActorController(cfg), device)
     identity = {**common, "controller": cfg.to_dict(), "imagination": vars(settings).copy(),
                 "select": a.select, "batch_size": a.batch_size, "seq_len": a.seq_len}
     evaluator, where = evaluator_for(a, agent, ids, env_id, cfg.to_dict(), a.select == "dream", a.temperature,
-                                     max_steps, survival)
+                                     max_steps, survival) if world().main else (None, "on rank 0")
     n_params = sum(p.numel() for p in learner.actor.parameters())
     print(f"C: actor-critic ({'REINFORCE' if reinforce else 'gradients through M'}), actor of {n_params:,} "
           f"parameters on {m.feature_size} features of M ({a.dynamics}); imagining {a.horizon} steps from "
@@ -209,7 +213,9 @@ def train_ac(a, stage, vae, m, ids, env_id, space: gym.Space, max_steps, surviva
             lambda u: save_policy_dreams(dreams / f"update_{u:06d}.gif", held_out, learner.actor, 4,
                                          min(max_steps, 100)))
     finally:
-        evaluator.close()
+        if evaluator is not None:
+            evaluator.close()
+    finish()
     print(f"{state.update} updates, {state.imagined:,} imagined steps, {state.seconds:.0f} s; best selection "
           f"score {state.best_score:.4g}: {stage.best}\nthe actor in M's dream: {dreams}\n"
           f"evaluate it in the real env: python test_controller.py --logdir {a.logdir} --method ac")

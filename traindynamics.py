@@ -5,6 +5,8 @@
 The dataset is encoded once by <logdir>/vae/best.pt into <logdir>/latents/ (reused while
 V is unchanged). Rerunning resumes from <logdir>/dynamics/<model>/latest.pt; --noreload
 starts afresh. Each epoch writes an open-loop dream GIF to dynamics/<model>/dreams/.
+`torchrun --nproc-per-node N traindynamics.py ...` trains data-parallel; --batch-size stays
+the global batch.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from data.rollouts import load_rollout
 from data.sequences import Batch, SequenceBatches
 from utils.checkpoint import seed_everything
 from utils.cli import run_main
-from utils.device import resolve_device
+from utils.distributed import check_batch, finish, init_world, main_first, world
 from utils.dreams import open_loop, save_dream_gif
 from utils.logdir import StageDir
 from utils.training import Trainer, TrainSettings, check_identity, mean_metrics
@@ -90,7 +92,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     a = parse_args()
-    device = resolve_device(a.device)
+    device = init_world(a.device)
+    check_batch(a.batch_size)
     files = open_dataset(a.dataset)
     vae, vae_id = load_vae(a.logdir, device)
     stage = StageDir(a.logdir, f"dynamics/{a.model}")
@@ -98,8 +101,8 @@ def main() -> None:
     seed_everything(a.seed)
     resume = stage.resume_state(device)
     check_identity(stage, resume, {"vae": vae_id})  # before encoding anything
-    lat = latent_cache(a.logdir, a.dataset, files, vae, vae_id, device)
-    train_eps, val_eps = episode_split(a.logdir, files, 0.1)
+    lat = main_first(latent_cache, a.logdir, a.dataset, files, vae, vae_id, device)
+    train_eps, val_eps = main_first(episode_split, a.logdir, files, 0.1)
     train = SequenceBatches(lat, train_eps, a.seq_len, a.batch_size, a.seed)
     val = SequenceBatches(lat, val_eps or train_eps, a.seq_len, a.batch_size, a.seed)
 
@@ -135,21 +138,26 @@ def main() -> None:
     print(f"M ({a.model}): {sum(p.numel() for p in m.parameters()):,} parameters on {device}; "
           f"{len(train_eps)} train / {len(val_eps)} validation episodes, z {vae.cfg.z_size}")
 
-    def loss_fn(b: Batch):
+    def batch_loss(b: Batch, shard: bool):
         t = {k: torch.from_numpy(np.asarray(v)).to(device, non_blocking=True) for k, v in b.items()}
         z = vae.sample(t["stats"])  # a fresh z from the stored mu and sigma every batch
-        return m.loss(z, t["actions"], t["rewards"], t["terminals"], t["mask"], t["next_mask"])
+        # z is drawn for the whole global batch, so every rank's z agrees with a single process's;
+        # M's masked means divide by the ranks' mean count of valid steps (count_per_rank), so the
+        # average of the ranks' losses is the global batch's loss without a row weight
+        rows = world().split(len(z))[0] if shard else slice(None)
+        return m.loss(z[rows], *(t[k][rows] for k in ("actions", "rewards", "terminals", "mask", "next_mask")))
 
     def validate() -> dict[str, torch.Tensor]:
-        return mean_metrics((loss_fn(b)[1], len(b["mask"])) for b in val.epoch(0, shuffle=False))
+        return mean_metrics((batch_loss(b, False)[1], len(b["mask"])) for b in val.epoch(0, shuffle=False))
 
     def after_epoch(epoch: int) -> None:
-        if not a.nodreams:
+        if not a.nodreams and world().main:
             write_dreams(m, f"epoch_{epoch:03d}.gif")
 
     trainer.fit(lambda epoch, start: prefetch(train.epoch(epoch, start), 1),
-                train.n_batches(), loss_fn, validate, after_epoch)
+                train.n_batches(), lambda b: batch_loss(b, True), validate, after_epoch)
     print(f"best validation loss {trainer.progress.best_val:.5g}: {stage.best}")
+    finish()
 
 
 if __name__ == "__main__":

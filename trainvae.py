@@ -4,6 +4,8 @@
 
 Rerunning with the same --logdir resumes from <logdir>/vae/latest.pt (to the batch);
 --noreload starts afresh. Downstream stages use <logdir>/vae/best.pt.
+`torchrun --nproc-per-node N trainvae.py ...` trains data-parallel; --batch-size stays the
+global batch.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from data.frames import FrameBatches, frame_cache, prefetch
 from models.vae import VAE, VAEConfig, frames_to_tensor
 from utils.checkpoint import seed_everything
 from utils.cli import UserError, run_main
-from utils.device import resolve_device
+from utils.distributed import check_batch, finish, init_world, main_first, world
 from utils.logdir import StageDir
 from utils.training import Trainer, TrainSettings, mean_metrics
 
@@ -72,15 +74,16 @@ def sample_grid(vae: VAE, frames: np.ndarray, device: torch.device) -> np.ndarra
 
 def main() -> None:
     a = parse_args()
-    device = resolve_device(a.device)
+    device = init_world(a.device)
+    check_batch(a.batch_size)
     files = open_dataset(a.dataset)
     stage = StageDir(a.logdir, "vae")
     stage.start(a.noreload)
     seed_everything(a.seed)
-    train_eps, val_eps = episode_split(a.logdir, files, a.val_fraction)
+    train_eps, val_eps = main_first(episode_split, a.logdir, files, a.val_fraction)
     if not val_eps:
         raise UserError(f"{a.dataset} has a single episode: V needs at least 2 (one for validation)")
-    frames, offsets = frame_cache(a.dataset, files)
+    frames, offsets = main_first(frame_cache, a.dataset, files)
     train = FrameBatches(frames, offsets, train_eps, a.batch_size, a.seed)
     val = FrameBatches(frames, offsets, val_eps, 256, a.seed)
     show = np.asarray(val.frames[val.index[np.linspace(0, len(val.index) - 1, N_SHOW).astype(int)]])
@@ -99,7 +102,9 @@ def main() -> None:
           f"({len(train_eps)} / {len(val_eps)} episodes)")
 
     def loss_fn(batch: np.ndarray):
-        return vae.loss(frames_to_tensor(torch.from_numpy(batch), device))
+        rows, weight = world().split(len(batch))  # this rank's share of the global batch
+        loss, metrics = vae.loss(frames_to_tensor(torch.from_numpy(batch[rows]), device))
+        return loss * weight, metrics
 
     def val_batch(batch: np.ndarray) -> tuple[dict[str, torch.Tensor], int]:
         x = frames_to_tensor(torch.from_numpy(batch), device)
@@ -111,7 +116,7 @@ def main() -> None:
         return mean_metrics(val_batch(b) for b in val.epoch(0, shuffle=False))
 
     def after_epoch(epoch: int) -> None:
-        if a.nosamples:
+        if a.nosamples or not world().main:
             return
         with torch.no_grad():
             grid = sample_grid(vae, show, device)
@@ -123,6 +128,7 @@ def main() -> None:
         len(train), loss_fn, validate, after_epoch,
     )
     print(f"best validation loss {trainer.progress.best_val:.5g}: {stage.best}")
+    finish()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from models.actor_critic import flat_params
 from models.vae import VAE
 from models.world_model import WorldModel
 from utils.checkpoint import rng_state, save_checkpoint, set_rng_state
+from utils.distributed import broadcast, count_per_rank, world
 from utils.logdir import StageDir
 from utils.training import TrainingError, check_identity
 
@@ -58,18 +59,21 @@ class StartStates:
 
     def __call__(self, update: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, update])
-        pick = rng.choice(len(self.windows), min(self.batches.batch_size, len(self.windows)), replace=False)
-        b = self.batches.gather(self.windows[np.sort(pick)])
+        pick = np.sort(rng.choice(len(self.windows), min(self.batches.batch_size, len(self.windows)), replace=False))
+        pick = pick[world().split(len(pick))[0]]  # under torchrun, this rank's windows of the global batch
+        b = self.batches.gather(self.windows[pick])
         t = lambda k: torch.as_tensor(np.asarray(b[k]), device=self.device)  # noqa: E731
         return posterior_starts(self.m, self.vae, t("stats")[:, :-1], t("actions"), t("mask"))
 
 
 def run_actor_critic(
     stage: StageDir, learner: ImaginationLearner, starts: Callable[[int], dict[str, torch.Tensor]],
-    evaluate: Evaluate, s: LoopSettings, identity: dict[str, Any], best_extra: dict[str, Any],
+    evaluate: Evaluate | None, s: LoopSettings, identity: dict[str, Any], best_extra: dict[str, Any],
     after_eval: Callable[[int], None] | None = None,
 ) -> LoopState:
-    """Train until s.updates or until a selection score reaches s.target_return."""
+    """Train until s.updates or until a selection score reaches s.target_return. Under
+    torchrun every rank imagines from its share of the windows and the gradients are
+    averaged; only rank 0 plays the selection episodes (`evaluate` is None elsewhere)."""
     resume = stage.resume_state("cpu")
     check_identity(stage, resume, identity)
     state = LoopState()
@@ -80,7 +84,7 @@ def run_actor_critic(
         stage.trim_metrics(state.update)
         print(f"resuming {stage.path} after update {state.update} (best selection score {state.best_score:.4g})")
     stage.start_tb(purge_step=state.update + 1)
-    bar = tqdm(total=s.updates, initial=state.update, desc="actor-critic", unit="update")
+    bar = tqdm(total=s.updates, initial=state.update, desc="actor-critic", unit="update", disable=not world().main)
     sums: dict[str, float] = {}
     seeds = [episode_seed(s.seed, SELECT, j) for j in range(s.eval_episodes)]
     while state.update < s.updates and not (s.target_return is not None and state.best_score >= s.target_return):
@@ -92,7 +96,8 @@ def run_actor_critic(
             raise TrainingError(f"{', '.join(bad)} became non-finite at update {state.update + 1}; stopped without "
                                 f"saving, the last good checkpoint is {stage.latest}")
         state.update += 1
-        state.imagined += learner.s.horizon * len(next(iter(start.values())))
+        n_starts = count_per_rank(torch.ones(len(next(iter(start.values()))))) * world().size  # all ranks'
+        state.imagined += learner.s.horizon * int(n_starts)
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + v
         bar.update(1)
@@ -104,8 +109,9 @@ def run_actor_critic(
         logged = {k: v / n for k, v in sums.items()}
         sums = {}
         params = flat_params(learner.actor)
-        returns, episodes = evaluate(np.repeat(params.numpy()[None], s.eval_episodes, 0), seeds)
-        score = float(returns.mean())
+        returns, episodes = (evaluate(np.repeat(params.numpy()[None], s.eval_episodes, 0), seeds) if evaluate
+                             else (np.zeros(1), []))  # under torchrun rank 0 alone plays them
+        score = broadcast(float(returns.mean()))
         logged.update(select_mean=score, select_std=float(returns.std()), imagined=state.imagined,
                       seconds=state.seconds)
         successes = [e.success for e in episodes if e.success is not None]
@@ -121,7 +127,7 @@ def run_actor_critic(
         bar.write(f"update {state.update}: imagined return {logged['return']:.4g}, selection score {score:.4g} "
                   f"+/- {logged['select_std']:.3g}" + (f", success {100 * logged['select_success']:.0f}%"
                                                       if successes else ""))
-        if after_eval is not None:
+        if after_eval is not None and world().main:
             after_eval(state.update)
     bar.close()
     stage.close()

@@ -21,6 +21,7 @@ from torch import nn
 from models.actor_critic import Actor, Critic
 from models.vae import VAE
 from models.world_model import State, WorldModel
+from utils.distributed import average_gradients, mean_over_ranks
 
 
 def lambda_return(reward: torch.Tensor, value: torch.Tensor, discount: torch.Tensor, lam: float) -> torch.Tensor:
@@ -45,11 +46,12 @@ class ReturnScale:
 
     def update(self, returns: torch.Tensor) -> torch.Tensor:
         q = torch.quantile(returns.detach().flatten().float(), returns.new_tensor([0.05, 0.95]))
+        q = mean_over_ranks({"low": q[0], "high": q[1]})  # under torchrun, the same scale on every rank
         if self.low is None:
-            self.low, self.high = q[0], q[1]
+            self.low, self.high = q["low"], q["high"]
         else:
-            self.low = self.decay * self.low + (1 - self.decay) * q[0]
-            self.high = self.decay * self.high + (1 - self.decay) * q[1]
+            self.low = self.decay * self.low + (1 - self.decay) * q["low"]
+            self.high = self.decay * self.high + (1 - self.decay) * q["high"]
         return (self.high - self.low).clamp(min=1.0)
 
     def state_dict(self) -> dict:
@@ -148,6 +150,7 @@ class ImaginationLearner:
         actor_loss = -(alive * (objective + s.entropy * tr.entropy)).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
+        average_gradients(self.actor.parameters())
         actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), s.grad_clip)
         self.actor_opt.step()
 
@@ -155,6 +158,7 @@ class ImaginationLearner:
         critic_loss = 0.5 * (alive * (v - R.detach()).pow(2)).mean()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
+        average_gradients(self.critic.parameters())
         nn.utils.clip_grad_norm_(self.critic.parameters(), s.grad_clip)
         self.critic_opt.step()
         with torch.no_grad():
@@ -163,7 +167,7 @@ class ImaginationLearner:
         out = {"actor_loss": actor_loss, "critic_loss": critic_loss, "return": R.mean(), "value": v.mean(),
                "entropy": tr.entropy.mean(), "reward": tr.reward.mean(), "alive": alive[-1].mean(),
                "actor_grad_norm": actor_norm, "scale": scale}
-        return {k: float(x.detach()) for k, x in out.items()}
+        return {k: float(x) for k, x in mean_over_ranks({k: torch.as_tensor(x) for k, x in out.items()}).items()}
 
     def state_dict(self) -> dict:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.noise import Noise, categorical
+from utils.distributed import count_per_rank
 
 LOG_SIGMA_MIN, LOG_SIGMA_MAX = -7.0, 2.0  # sigma bounded: no collapse to a spike, no blow-up
 
@@ -55,7 +56,7 @@ def prediction_loss(
     """Mixture NLL of z_{t+1} where it lies inside the episode (next_mask), reward MSE and
     done BCE on every real step (mask); all (B, T) but z_next (B, T, Z)."""
     nll = gmm_nll(z_next, p.mu, p.log_sigma, p.logit_pi).mean(-1)
-    n, n_next = mask.sum().clamp(min=1), next_mask.sum().clamp(min=1)
+    n, n_next = count_per_rank(mask), count_per_rank(next_mask)
     gmm = (nll * next_mask).sum() / n_next
     mse = ((p.reward - reward).pow(2) * mask).sum() / n
     bce = (F.binary_cross_entropy_with_logits(p.done_logit, done, reduction="none") * mask).sum() / n

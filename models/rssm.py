@@ -22,6 +22,7 @@ from torch import nn
 
 from models.noise import Noise, TorchNoise, categorical
 from models.world_model import State
+from utils.distributed import count_per_rank
 
 MIN_STD = 0.1  # Dreamer's floor on the Gaussian state's std
 
@@ -69,7 +70,7 @@ def balanced_kl(
     """DreamerV2's KL balancing with free nats: the prior moves towards the posterior with
     weight `balance`, the posterior towards the prior with 1 - balance; each term, averaged
     over the valid steps, counts at least `free_nats` (no gradient below). Returns (loss, KL)."""
-    n = mask.sum().clamp(min=1)
+    n = count_per_rank(mask)
     mean = lambda x: (x * mask).sum() / n  # noqa: E731
     to_prior = mean(kl(post.detach(), prior))
     to_post = mean(kl(post, prior.detach()))
@@ -164,7 +165,7 @@ class RSSM(nn.Module):
         post, prior, feat = torch.stack(posts, 1), torch.stack(priors, 1), torch.stack(feats, 1)
         z_hat, r_hat, d_logit = self.heads(feat)
         seen = torch.cat([mask[:, :1], next_mask], 1)  # steps whose z is real: t = 0 and z_{t+1} inside
-        n_seen, n = seen.sum().clamp(min=1), mask.sum().clamp(min=1)
+        n_seen, n = count_per_rank(seen), count_per_rank(mask)
         z_loss = ((z_hat - z).pow(2).sum(-1) * seen).sum() / n_seen / 2  # unit-variance Gaussian NLL
         kl_loss, kl = balanced_kl(post, prior, self._kl, cfg.kl_balance, cfg.free_nats, seen)
         mse = ((r_hat[:, 1:] - reward).pow(2) * mask).sum() / n

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from utils.cli import UserError
+from utils.distributed import world
 from utils.io import atomic_open
 
 
@@ -24,7 +25,10 @@ class CheckpointError(UserError):
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> str:
-    """Write `state` plus a new id atomically; returns the id."""
+    """Write `state` plus a new id atomically; returns the id. Under torchrun only rank 0
+    writes (every rank holds the same weights)."""
+    if not world().main:
+        return ""
     ckpt_id = uuid.uuid4().hex
     with atomic_open(path) as f:
         torch.save({**state, "id": ckpt_id}, f)

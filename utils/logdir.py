@@ -1,4 +1,5 @@
 """The logdir contract (DESIGN section 5): one folder per stage, shared by every script.
+Under torchrun only rank 0 writes to it.
 
 <logdir>/<stage>/ holds latest.pt (what a rerun resumes from), best.pt (what downstream
 stages use), config.json and metrics.jsonl; TensorBoard files go to <logdir>/tb/<stage>.
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 
 from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.distributed import barrier, world
 from utils.io import write_json
 
 
@@ -29,11 +31,13 @@ class StageDir:
         self._tb: Any = None
 
     def start(self, noreload: bool) -> None:
-        """Create the folder; with noreload, discard everything this stage wrote before."""
-        if noreload:
+        """Create the folder; with noreload, discard everything this stage wrote before.
+        Under torchrun rank 0 does it while the others wait."""
+        if noreload and world().main:
             shutil.rmtree(self.path, ignore_errors=True)
             shutil.rmtree(self.tb_path, ignore_errors=True)
         self.path.mkdir(parents=True, exist_ok=True)
+        barrier()
 
     def sub(self, name: str) -> Path:
         p = self.path / name
@@ -41,7 +45,8 @@ class StageDir:
         return p
 
     def write_config(self, config: dict[str, Any]) -> None:
-        write_json(self.path / "config.json", config)
+        if world().main:
+            write_json(self.path / "config.json", config)
 
     def resume_state(self, device: str | torch.device) -> dict[str, Any] | None:
         """latest.pt if there is one (never best.pt: that may be older than the last run)."""
@@ -49,6 +54,8 @@ class StageDir:
 
     def log(self, step: int, values: dict[str, float], prefix: str = "") -> None:
         """Append one JSON line and the matching TensorBoard scalars."""
+        if not world().main:
+            return
         values = {f"{prefix}{k}": float(v) for k, v in values.items()}
         with open(self.metrics, "a") as f:
             f.write(json.dumps({"step": step, **values}) + "\n")
@@ -57,7 +64,7 @@ class StageDir:
 
     def trim_metrics(self, after_step: int) -> None:
         """Drop lines logged after the checkpoint we resume from, so nothing is duplicated."""
-        if not self.metrics.exists():
+        if not self.metrics.exists() or not world().main:
             return
         keep = [ln for ln in self.metrics.read_text().splitlines() if ln and json.loads(ln)["step"] <= after_step]
         self.metrics.write_text("".join(ln + "\n" for ln in keep))
@@ -65,7 +72,7 @@ class StageDir:
     def start_tb(self, purge_step: int | None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self._tb = SummaryWriter(str(self.tb_path), purge_step=purge_step)
+        self._tb = SummaryWriter(str(self.tb_path), purge_step=purge_step) if world().main else _NullWriter()
 
     @property
     def tb(self) -> Any:
@@ -76,6 +83,13 @@ class StageDir:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+class _NullWriter:
+    """What ranks other than 0 log to under torchrun: nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
 
 
 def require_upstream(stage: StageDir, what: str, command: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from utils.checkpoint import CheckpointError, load_weights, rng_state, save_checkpoint, set_rng_state
 from utils.cli import UserError
+from utils.distributed import average_gradients, mean_over_ranks, world
 from utils.logdir import StageDir
 
 Metrics = dict[str, torch.Tensor]
@@ -132,7 +133,9 @@ class Trainer:
         after_epoch: Callable[[int], None] | None = None,
         best_extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
-        """batches(epoch, start) yields the epoch's batches from index `start` on."""
+        """batches(epoch, start) yields the epoch's global batches from index `start` on;
+        under torchrun loss_fn computes its rank's share of one (utils/distributed.py) and
+        every rank validates on the whole validation set."""
         p, s = self.progress, self.settings
         if p.stopped:
             print(f"{self.stage.path}: early stopping already ended training at epoch {p.epoch}")
@@ -143,13 +146,15 @@ class Trainer:
         while p.epoch < s.epochs:
             self.model.train()
             bar = tqdm(batches(p.epoch, p.batch), total=n_batches, initial=p.batch,
-                       desc=f"epoch {p.epoch + 1}/{s.epochs}", unit="batch", leave=False)
+                       desc=f"epoch {p.epoch + 1}/{s.epochs}", unit="batch", leave=False, disable=not world().main)
             tick = time.perf_counter()
             for batch in bar:
                 loss, metrics = loss_fn(batch)
+                metrics = mean_over_ranks(metrics)
                 self._check(metrics, f"at epoch {p.epoch + 1}, batch {p.batch + 1}")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                average_gradients(self.model.parameters())
                 if s.grad_clip:
                     nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
                 self.optimizer.step()
