@@ -42,6 +42,7 @@ from utils.checkpoint import seed_everything
 from utils.cli import UserError, run_main
 from utils.distributed import check_batch, finish, init_world, main_first, world
 from utils.logdir import StageDir
+from utils.precision import AMP
 from utils.upstream import DYNAMICS
 
 SURVIVAL_ENVS = ("VizdoomTakeCover-v1",)  # Ha's Doom dream: +1 per step survived
@@ -97,6 +98,8 @@ def parse_args() -> argparse.Namespace:
     ac.add_argument("--return-norm", action="store_true", help="divide returns by their 5-95%% range (DreamerV3)")
     ac.add_argument("--units", type=int, default=200, help="width of the actor's and the critic's MLPs")
     ac.add_argument("--mlp-layers", type=int, default=2, help="hidden layers of the actor's and the critic's MLPs")
+    ac.add_argument("--amp", choices=AMP, default="none",
+                    help="mixed precision for the imagined rollouts: bf16 (GPUs since Ampere, recent CPUs) or fp16")
     ac.add_argument("--act", choices=["mode", "sample"], default="mode",
                     help="in real episodes and dreams, the actor's most likely action or a sample")
     ac.add_argument("--select", choices=["real", "dream"], default="real",
@@ -185,7 +188,7 @@ def train_ac(a, stage, vae, m, ids, env_id, space: gym.Space, max_steps, surviva
         settings = ImaginationSettings(a.horizon, a.gamma, a.lam, a.actor_lr, a.critic_lr, a.entropy, a.grad_clip,
                                        a.target_mix, reinforce, a.return_norm, a.temperature, survival)
         learner = ImaginationLearner(m, Actor(cfg).to(device), Critic(m.feature_size, a.units, a.mlp_layers).to(device),
-                                     settings)
+                                     settings, a.amp)
     except ValueError as e:
         raise UserError(str(e)) from e
     dataset = cached_dataset(a.logdir)

@@ -24,9 +24,11 @@ from data.rollouts import load_rollout
 from data.sequences import Batch, SequenceBatches
 from utils.checkpoint import seed_everything
 from utils.cli import run_main
+from utils.device import to_device
 from utils.distributed import check_batch, finish, init_world, main_first, world
 from utils.dreams import open_loop, save_dream_gif
 from utils.logdir import StageDir
+from utils.precision import AMP
 from utils.training import Trainer, TrainSettings, check_identity, mean_metrics
 from utils.upstream import DYNAMICS, build_dynamics, dynamics_config, load_dynamics, load_vae
 
@@ -70,6 +72,8 @@ def parse_args() -> argparse.Namespace:
                    help="train nothing: write dreams/best_tau<T>.gif from best.pt and exit")
     p.add_argument("--noreload", action="store_true")
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp", choices=AMP, default="none",
+                   help="mixed precision: bf16 (GPUs since Ampere, recent CPUs) or fp16 with loss scaling")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     sizes = (a.epochs, a.seq_len, a.batch_size, a.hidden_size, a.gaussians, a.deter, a.stoch, a.layers, a.heads,
@@ -129,7 +133,7 @@ def main() -> None:
     m = build_dynamics(a.model, config).to(device)
     optimizer = torch.optim.Adam(m.parameters(), lr=a.lr)
     settings = TrainSettings(a.epochs, stop_patience=a.patience, grad_clip=a.grad_clip,
-                             checkpoint_every_s=60 * a.checkpoint_minutes)
+                             checkpoint_every_s=60 * a.checkpoint_minutes, amp=a.amp)
     identity = {"model": config, "vae": vae_id, "dataset": str(a.dataset.resolve()),
                 "seq_len": a.seq_len, "batch_size": a.batch_size, "seed": a.seed}
     trainer = Trainer(stage, m, optimizer, settings, identity)
@@ -139,7 +143,7 @@ def main() -> None:
           f"{len(train_eps)} train / {len(val_eps)} validation episodes, z {vae.cfg.z_size}")
 
     def batch_loss(b: Batch, shard: bool):
-        t = {k: torch.from_numpy(np.asarray(v)).to(device, non_blocking=True) for k, v in b.items()}
+        t = {k: to_device(torch.from_numpy(np.asarray(v)), device) for k, v in b.items()}
         z = vae.sample(t["stats"])  # a fresh z from the stored mu and sigma every batch
         # z is drawn for the whole global batch, so every rank's z agrees with a single process's;
         # M's masked means divide by the ranks' mean count of valid steps (count_per_rank), so the

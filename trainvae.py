@@ -24,6 +24,7 @@ from utils.checkpoint import seed_everything
 from utils.cli import UserError, run_main
 from utils.distributed import check_batch, finish, init_world, main_first, world
 from utils.logdir import StageDir
+from utils.precision import AMP
 from utils.training import Trainer, TrainSettings, mean_metrics
 
 N_SHOW = 8
@@ -49,6 +50,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--noreload", action="store_true", help="discard this stage's checkpoints and start afresh")
     p.add_argument("--nosamples", action="store_true", help="skip the reconstruction PNG each epoch")
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp", choices=AMP, default="none",
+                   help="mixed precision: bf16 (GPUs since Ampere, recent CPUs) or fp16 with loss scaling")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="batches prefetched by a background thread")
     a = p.parse_args()
@@ -91,7 +94,8 @@ def main() -> None:
     cfg = VAEConfig(a.latent_size, a.width, a.latent == "discrete", a.classes, a.kl_tolerance, a.recon)
     vae = VAE(cfg).to(device)
     optimizer = torch.optim.Adam(vae.parameters(), lr=a.lr)
-    settings = TrainSettings(a.epochs, stop_patience=a.patience, checkpoint_every_s=60 * a.checkpoint_minutes)
+    settings = TrainSettings(a.epochs, stop_patience=a.patience, checkpoint_every_s=60 * a.checkpoint_minutes,
+                             amp=a.amp)
     identity = {"model": cfg.to_dict(), "dataset": str(a.dataset.resolve()), "batch_size": a.batch_size,
                 "seed": a.seed}
     trainer = Trainer(stage, vae, optimizer, settings, identity)

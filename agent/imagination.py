@@ -22,6 +22,7 @@ from models.actor_critic import Actor, Critic
 from models.vae import VAE
 from models.world_model import State, WorldModel
 from utils.distributed import average_gradients, mean_over_ranks
+from utils.precision import Precision
 
 
 def lambda_return(reward: torch.Tensor, value: torch.Tensor, discount: torch.Tensor, lam: float) -> torch.Tensor:
@@ -102,7 +103,11 @@ def posterior_starts(m: WorldModel, vae: VAE, stats: torch.Tensor, actions: torc
 class ImaginationLearner:
     """One update: imagine from start states, then step the critic and the actor."""
 
-    def __init__(self, m: WorldModel, actor: Actor, critic: Critic, s: ImaginationSettings) -> None:
+    def __init__(
+        self, m: WorldModel, actor: Actor, critic: Critic, s: ImaginationSettings, amp: str = "none",
+    ) -> None:
+        """amp: the imagined rollouts (M and the actor) run under mixed precision; returns,
+        losses and the critic stay float32."""
         if s.reinforce and not actor.cfg.discrete:
             raise ValueError("REINFORCE is for discrete actions; continuous actors learn through M")
         assert isinstance(m, nn.Module)
@@ -112,6 +117,7 @@ class ImaginationLearner:
         self.actor_opt = torch.optim.Adam(actor.parameters(), lr=s.actor_lr, eps=1e-5)
         self.critic_opt = torch.optim.Adam(critic.parameters(), lr=s.critic_lr, eps=1e-5)
         self.scale = ReturnScale()
+        self.precision = Precision(amp, next(actor.parameters()).device)
 
     def imagine(self, start: State) -> Trajectory:
         """The actor's dream: the actor sees stop-gradient features (as in DreamerV2); with
@@ -136,7 +142,9 @@ class ImaginationLearner:
     def update(self, start: State) -> dict[str, float]:
         s = self.s
         self.m.eval()
-        tr = self.imagine(start)
+        with self.precision.autocast():
+            tr = self.imagine(start)
+        tr = Trajectory(*(x.float() for x in tr))
         value = self.target(tr.features)  # grads reach the features (and the actor through M), not the target
         R = lambda_return(tr.reward, value, tr.discount, s.lam)
         # the weight of step k: the probability that the imagined episode is still running
@@ -149,18 +157,21 @@ class ImaginationLearner:
             objective = R / scale
         actor_loss = -(alive * (objective + s.entropy * tr.entropy)).mean()
         self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        self.precision.backward(actor_loss)
         average_gradients(self.actor.parameters())
+        self.precision.unscale(self.actor_opt)
         actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), s.grad_clip)
-        self.actor_opt.step()
+        self.precision.step(self.actor_opt)
 
         v = self.critic(tr.features[:-1].detach())
         critic_loss = 0.5 * (alive * (v - R.detach()).pow(2)).mean()
         self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        self.precision.backward(critic_loss)
         average_gradients(self.critic.parameters())
+        self.precision.unscale(self.critic_opt)
         nn.utils.clip_grad_norm_(self.critic.parameters(), s.grad_clip)
-        self.critic_opt.step()
+        self.precision.step(self.critic_opt)
+        self.precision.update()
         with torch.no_grad():
             for t, c in zip(self.target.parameters(), self.critic.parameters(), strict=True):
                 t.lerp_(c, s.target_mix)
@@ -172,7 +183,8 @@ class ImaginationLearner:
     def state_dict(self) -> dict:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
                 "target": self.target.state_dict(), "actor_opt": self.actor_opt.state_dict(),
-                "critic_opt": self.critic_opt.state_dict(), "scale": self.scale.state_dict()}
+                "critic_opt": self.critic_opt.state_dict(), "scale": self.scale.state_dict(),
+                "scaler": self.precision.state_dict()}
 
     def load_state_dict(self, d: dict) -> None:
         self.actor.load_state_dict(d["actor"])
@@ -181,3 +193,4 @@ class ImaginationLearner:
         self.actor_opt.load_state_dict(d["actor_opt"])
         self.critic_opt.load_state_dict(d["critic_opt"])
         self.scale.load_state_dict(d["scale"])
+        self.precision.load_state_dict(d.get("scaler", {}))

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.device import to_device
+
 
 @dataclass(frozen=True)
 class VAEConfig:
@@ -124,4 +126,4 @@ class VAE(nn.Module):
 def frames_to_tensor(frames: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """uint8 (B, 64, 64, 3) to float (B, 3, 64, 64) in [0, 1] on `device`; the only place
     frames leave uint8, so data stays small until the batch."""
-    return frames.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    return to_device(frames, device).permute(0, 3, 1, 2).float().div_(255)

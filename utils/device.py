@@ -29,3 +29,11 @@ def worker_device(name: str) -> str:
     if name != "cuda" or not torch.cuda.is_available():
         return name
     return f"cuda:{int(os.environ.get(WORKER_ID, 0)) % torch.cuda.device_count()}"
+
+
+def to_device(x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Host to device: through pinned memory with an asynchronous copy when going to a GPU,
+    so the copy overlaps the previous step's kernels; unchanged on CPU."""
+    if torch.device(device).type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)

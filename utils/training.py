@@ -23,6 +23,7 @@ from utils.checkpoint import CheckpointError, load_weights, rng_state, save_chec
 from utils.cli import UserError
 from utils.distributed import average_gradients, mean_over_ranks, world
 from utils.logdir import StageDir
+from utils.precision import Precision
 
 Metrics = dict[str, torch.Tensor]
 
@@ -75,6 +76,7 @@ class TrainSettings:
     stop_patience: int = 10
     grad_clip: float | None = None
     checkpoint_every_s: float = 600.0
+    amp: str = "none"  # mixed precision: none, bf16 or fp16 (utils/precision.py)
 
 
 class Trainer:
@@ -93,6 +95,7 @@ class Trainer:
             optimizer, factor=0.5, patience=settings.lr_patience
         )
         self.progress = Progress()
+        self.precision = Precision(settings.amp, next(model.parameters()).device)
 
     def restore(self, state: dict[str, Any] | None) -> None:
         """Continue from latest.pt, refusing one made with another model or upstream."""
@@ -103,6 +106,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(**state["progress"])
+        self.precision.load_state_dict(state.get("scaler", {}))
         set_rng_state(state["rng"])
         print(f"resuming {self.stage.path} at epoch {self.progress.epoch}, batch {self.progress.batch}")
 
@@ -112,6 +116,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "progress": asdict(self.progress),
+            "scaler": self.precision.state_dict(),
             "rng": rng_state(),
             "identity": self.identity,
         })
@@ -149,15 +154,18 @@ class Trainer:
                        desc=f"epoch {p.epoch + 1}/{s.epochs}", unit="batch", leave=False, disable=not world().main)
             tick = time.perf_counter()
             for batch in bar:
-                loss, metrics = loss_fn(batch)
+                with self.precision.autocast():
+                    loss, metrics = loss_fn(batch)
                 metrics = mean_over_ranks(metrics)
                 self._check(metrics, f"at epoch {p.epoch + 1}, batch {p.batch + 1}")
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                self.precision.backward(loss)
                 average_gradients(self.model.parameters())
+                self.precision.unscale(self.optimizer)
                 if s.grad_clip:
                     nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
-                self.optimizer.step()
+                self.precision.step(self.optimizer)
+                self.precision.update()
                 p.batch += 1
                 p.step += 1
                 p.train_time += time.perf_counter() - tick
