@@ -69,6 +69,10 @@ class RayPool:
         if workers < 1:
             raise WorkerError("--ray needs at least one worker")
         self.ray = connect(address)
+        cpus = int(self.ray.cluster_resources().get("CPU", 0))
+        if workers > cpus:  # the extra actors would wait for a CPU until the start-up limit
+            print(f"warning: {workers} Ray workers asked for, but the cluster has {cpus} CPUs: using {cpus}")
+            workers = max(1, cpus)
         self.timeout, self.retries = timeout, retries
         self.remote = self.ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(_Actor)
         self.args = (init, self.ray.put(init_args), fn)
