@@ -178,7 +178,8 @@ class ImaginationLearner:
         out = {"actor_loss": actor_loss, "critic_loss": critic_loss, "return": R.mean(), "value": v.mean(),
                "entropy": tr.entropy.mean(), "reward": tr.reward.mean(), "alive": alive[-1].mean(),
                "actor_grad_norm": actor_norm, "scale": scale}
-        return {k: float(x) for k, x in mean_over_ranks({k: torch.as_tensor(x) for k, x in out.items()}).items()}
+        out = mean_over_ranks({k: torch.as_tensor(x).detach() for k, x in out.items()})
+        return {k: float(x) for k, x in out.items()}
 
     def state_dict(self) -> dict:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),

@@ -138,6 +138,8 @@ def test_missing_m_names_the_command(grid_vae, tmp_path) -> None:
 def test_test_controller_writes_results_and_videos(logdir) -> None:
     proc = run_script("test_controller.py", "--logdir", str(logdir), check=False)
     assert proc.returncode == 2 and "trainagent.py" in proc.stderr  # no C yet
+    run_script("test_controller.py", "--logdir", str(logdir), "--random", "--episodes", "4")  # needs none
+    assert len(json.loads((logdir / "eval" / "random.json").read_text())["episodes"]) == 4
     trainagent(logdir, "--dream", "--generations", "2")
     run_script("test_controller.py", "--logdir", str(logdir), "--episodes", "6", "--video", "2", "--workers", "2")
     res = json.loads((logdir / "eval" / "results.json").read_text())
