@@ -144,7 +144,8 @@ def main() -> None:
     init, init_args = (init_controller_generator, (args.env, spec)) if spec else (init_generator,
                                                                                   (args.env, args.policy))
     try:
-        with open_pool(args.threads, init, generate_episode, init_args, args.timeout, 1, args.ray) as pool, \
+        with open_pool(args.threads, init, generate_episode, init_args, args.timeout, 1, args.ray,
+                       gpus=bool(spec) and spec.device.startswith("cuda")) as pool, \
                 tqdm(total=len(jobs), unit="ep") as bar:
             for job, (s, data) in pool.imap_unordered(jobs):
                 path = rollout_path(root, job.index)

@@ -128,7 +128,8 @@ class RealEvaluator:
         envs_per_worker: int = 16, ray: str | None = None,
     ) -> None:
         self.workers, self.envs_per_worker = workers, envs_per_worker
-        self.pool = open_pool(workers, _init_worker, _run_chunk, (spec, max_steps), timeout, 1, ray)
+        self.pool = open_pool(workers, _init_worker, _run_chunk, (spec, max_steps), timeout, 1, ray,
+                              gpus=spec.device.startswith("cuda"))
 
     def __call__(self, params: np.ndarray, seeds: list[int]) -> tuple[np.ndarray, list[Episode]]:
         n = len(seeds)

@@ -216,10 +216,11 @@ class Pool(Protocol):
 
 def open_pool(
     workers: int, init: Callable[..., Any], fn: Callable[[Any, Any], Any], init_args: tuple = (),
-    timeout: float | None = None, retries: int = 1, ray: str | None = None, gpus: float = 0,
+    timeout: float | None = None, retries: int = 1, ray: str | None = None, gpus: bool = False,
 ) -> Pool:
     """Local spawned processes by default; Ray actors when `ray` names a cluster ('auto' or an
-    address). Both give the same results for the same tasks."""
+    address). Both give the same results for the same tasks. gpus: Ray actors get a share of
+    the cluster's GPUs (local workers pick theirs with utils.device.worker_device)."""
     if ray is None:
         return WorkerPool(workers, init, fn, init_args, timeout, retries)
     from utils.ray_pool import RayPool  # Ray is optional: imported only when asked for

@@ -60,11 +60,12 @@ class _Actor:
 
 
 class RayPool:
-    """Run fn(state, task) over tasks on `workers` Ray actors (1 CPU each, or `gpus` GPUs each)."""
+    """Run fn(state, task) over tasks on `workers` Ray actors, 1 CPU each; with `gpus`, the
+    cluster's GPUs are shared out evenly among them (Ray sets each actor's CUDA_VISIBLE_DEVICES)."""
 
     def __init__(
         self, address: str, workers: int, init: Callable[..., Any], fn: Callable[[Any, Any], Any],
-        init_args: tuple = (), timeout: float | None = None, retries: int = 1, gpus: float = 0,
+        init_args: tuple = (), timeout: float | None = None, retries: int = 1, gpus: bool = False,
     ) -> None:
         if workers < 1:
             raise WorkerError("--ray needs at least one worker")
@@ -74,7 +75,13 @@ class RayPool:
             print(f"warning: {workers} Ray workers asked for, but the cluster has {cpus} CPUs: using {cpus}")
             workers = max(1, cpus)
         self.timeout, self.retries = timeout, retries
-        self.remote = self.ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(_Actor)
+        share = 0.0
+        if gpus:
+            total = self.ray.cluster_resources().get("GPU", 0)
+            if not total:
+                raise WorkerError("--device cuda with --ray: the Ray cluster has no GPUs")
+            share = min(1.0, total / workers)
+        self.remote = self.ray.remote(num_cpus=1, num_gpus=share, max_restarts=0)(_Actor)
         self.args = (init, self.ray.put(init_args), fn)
         self.actors: list[Any] = [self.remote.remote(*self.args) for _ in range(workers)]
         for wid in range(workers):
