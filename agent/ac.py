@@ -27,7 +27,7 @@ from models.actor_critic import flat_params
 from models.vae import VAE
 from models.world_model import WorldModel
 from utils.checkpoint import rng_state, save_checkpoint, set_rng_state
-from utils.distributed import broadcast, count_per_rank, world
+from utils.distributed import broadcast, total_over_ranks, world
 from utils.logdir import StageDir
 from utils.training import TrainingError, check_identity
 
@@ -96,8 +96,7 @@ def run_actor_critic(
             raise TrainingError(f"{', '.join(bad)} became non-finite at update {state.update + 1}; stopped without "
                                 f"saving, the last good checkpoint is {stage.latest}")
         state.update += 1
-        n_starts = count_per_rank(torch.ones(len(next(iter(start.values()))))) * world().size  # all ranks'
-        state.imagined += learner.s.horizon * int(n_starts)
+        state.imagined += learner.s.horizon * total_over_ranks(len(next(iter(start.values()))))
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + v
         bar.update(1)

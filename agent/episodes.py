@@ -17,7 +17,7 @@ import torch
 from models.controller import Controller
 from models.noise import Noise, SeededNoise
 from models.vae import VAE, frames_to_tensor
-from models.world_model import WorldModel
+from models.world_model import State, WorldModel
 
 DONE_THRESHOLD = 0.5  # a dream episode ends when p(done) > 0.5 (Ha, Doom)
 
@@ -48,13 +48,21 @@ class Agent:
 
         def policy(frames: np.ndarray) -> list[Any]:
             nonlocal state, a_prev
-            z = self.vae.sample(self.vae.encode(frames_to_tensor(torch.from_numpy(frames), self.device)), mean=True)
-            state = self.m.observe(state, z, a_prev)
-            a = self.c.act(self.m.features(state), params, noise)
+            state, a = self.step(state, a_prev, frames, params, noise)
             a_prev = self.c.m_input(a)
-            return [_to_env(row) for row in a]
+            return [to_env(row) for row in a]
 
         return play(envs, policy, seeds, max_steps, on_frame)
+
+    @torch.no_grad()
+    def step(
+        self, state: State, a_prev: torch.Tensor | None, frames: np.ndarray, params: torch.Tensor, noise: Noise,
+    ) -> tuple[State, torch.Tensor]:
+        """One real step for a batch of frames (B, 64, 64, 3): V's z (mean), M's filtered
+        state after a_prev (as M takes it), and C's actions."""
+        z = self.vae.sample(self.vae.encode(frames_to_tensor(torch.from_numpy(frames), self.device)), mean=True)
+        state = self.m.observe(state, z, a_prev)
+        return state, self.c.act(self.m.features(state), params, noise)
 
     @torch.no_grad()
     def dream(
@@ -126,6 +134,6 @@ def random_episode(env: gym.Env, seed: int, max_steps: int | None = None) -> Epi
     return play([env], lambda _: [env.action_space.sample()], [seed], max_steps)[0]
 
 
-def _to_env(a: torch.Tensor) -> Any:
+def to_env(a: torch.Tensor) -> Any:
     """A batch row of C's output as the env wants it: an int or a float array."""
     return int(a) if a.dtype == torch.long else a.cpu().numpy()

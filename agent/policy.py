@@ -15,10 +15,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from agent.episodes import to_env
 from agent.evaluate import load_trained
 from data.envs import PixelEnv, make_env
 from models.noise import SeededNoise
-from models.vae import frames_to_tensor
 from utils.device import worker_device
 
 
@@ -49,15 +49,11 @@ class ControllerPolicy:
         self.a_prev: torch.Tensor | None = None
         self.c_noise = SeededNoise(torch.tensor([int(rng.integers(2**31 - 1))]))  # for a sampling C
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray) -> Any:
-        agent = self.agent
-        z = agent.vae.sample(agent.vae.encode(frames_to_tensor(torch.from_numpy(obs[None]), agent.device)), mean=True)
-        self.state = agent.m.observe(self.state, z, self.a_prev)
-        a = agent.c.act(agent.m.features(self.state), self.params, self.c_noise)
+        self.state, a = self.agent.step(self.state, self.a_prev, obs[None], self.params, self.c_noise)
         a = self._explore(a)
-        self.a_prev = agent.c.m_input(a)
-        return int(a[0]) if a.dtype == torch.long else a[0].cpu().numpy()
+        self.a_prev = self.agent.c.m_input(a)  # M sees the action taken, noise included
+        return to_env(a[0])
 
     def _explore(self, a: torch.Tensor) -> torch.Tensor:
         if isinstance(self.space, gym.spaces.Discrete):

@@ -130,6 +130,15 @@ def count_per_rank(mask: torch.Tensor) -> torch.Tensor:
     return n.clamp(min=1)
 
 
+def total_over_ranks(n: int) -> int:
+    """The sum of n over ranks (n itself without torchrun)."""
+    if _world.size == 1:
+        return n
+    box = torch.tensor(n, dtype=torch.long)
+    dist.all_reduce(box)
+    return int(box)
+
+
 def broadcast(value: float) -> float:
     """Rank 0's value on every rank (what only rank 0 measured, such as a real-env score)."""
     if _world.size == 1:
