@@ -48,6 +48,9 @@ def parse_args() -> argparse.Namespace:
                    help="mdrnn: LSTM units (Ha: 256 CarRacing, 512 Doom); rssm: width of its MLPs (Dreamer: 200); "
                         "tssm: the transformer's width")
     p.add_argument("--gaussians", type=int, default=5, help="mdrnn, tssm: mixture components per latent dimension")
+    p.add_argument("--head-units", type=int, default=0,
+                   help="mdrnn, tssm: 0 reads reward and done linearly off M's output (Ha); N > 0 gives them "
+                        "a two-layer MLP of N units (Dreamer)")
     p.add_argument("--deter", type=int, default=200, help="rssm: GRU state size")
     p.add_argument("--stoch", type=int, default=30, help="rssm: Gaussian state size, or number of categoricals")
     p.add_argument("--classes", type=int, default=0,
@@ -78,8 +81,8 @@ def parse_args() -> argparse.Namespace:
     a = p.parse_args()
     sizes = (a.epochs, a.seq_len, a.batch_size, a.hidden_size, a.gaussians, a.deter, a.stoch, a.layers, a.heads,
              a.context)
-    if min(sizes) < 1 or a.classes < 0:
-        p.error("sizes and --epochs must be >= 1 (--classes >= 0)")
+    if min(sizes) < 1 or a.classes < 0 or a.head_units < 0:
+        p.error("sizes and --epochs must be >= 1 (--classes and --head-units >= 0)")
     if a.model == "tssm" and a.hidden_size % a.heads:
         p.error(f"--hidden-size {a.hidden_size} must divide into --heads {a.heads}")
     if a.model == "tssm" and a.context > a.seq_len:

@@ -26,6 +26,7 @@ class MDRNNConfig:
     action_size: int = 3
     hidden_size: int = 256
     gaussians: int = 5
+    head_units: int = 0  # reward and done: 0 linear (Ha), N an MLP of N units (models/mixture.py)
     reward_weight: float = 1.0
     done_weight: float = 1.0
 
@@ -40,7 +41,7 @@ class MDRNN(nn.Module):
         self.z_size, self.action_size = cfg.z_size, cfg.action_size
         self.feature_size = cfg.z_size + cfg.hidden_size
         self.rnn = nn.LSTM(cfg.z_size + cfg.action_size, cfg.hidden_size, batch_first=True)
-        self.mdn = MixtureHead(cfg.hidden_size, cfg.z_size, cfg.gaussians)
+        self.mdn = MixtureHead(cfg.hidden_size, cfg.z_size, cfg.gaussians, cfg.head_units)
 
     def forward(self, z: torch.Tensor, a: torch.Tensor) -> Prediction:
         """Whole sequences (B, T, .) from zero state: heads at every step."""

@@ -36,17 +36,29 @@ def gmm_nll(z: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi
 
 
 class MixtureHead(nn.Linear):
-    """A linear layer read as a Prediction (a plain Linear's weights, so checkpoints load)."""
+    """A linear layer read as a Prediction (a plain Linear's weights, so checkpoints load).
 
-    def __init__(self, in_size: int, z_size: int, gaussians: int) -> None:
-        super().__init__(in_size, 3 * z_size * gaussians + 2)
+    head_units 0 reads reward and done off that same layer, as Ha does. N > 0 gives them
+    their own two-layer MLP of N units, as Dreamer's heads are: on GridWorld a linear readout
+    of the LSTM's state barely told goal steps from hazard steps (predicted rewards 0.30 and
+    -0.04), an MLP on the same states did (0.64 and -0.38)."""
+
+    def __init__(self, in_size: int, z_size: int, gaussians: int, head_units: int = 0) -> None:
+        super().__init__(in_size, 3 * z_size * gaussians + (0 if head_units else 2))
         self.z_size, self.gaussians = z_size, gaussians
+        self.scalars = None if not head_units else nn.Sequential(
+            nn.Linear(in_size, head_units), nn.ELU(), nn.Linear(head_units, head_units), nn.ELU(),
+            nn.Linear(head_units, 2))
 
     def forward(self, x: torch.Tensor) -> Prediction:
         out = super().forward(x)
-        mix = out[..., :-2].unflatten(-1, (3, self.z_size, self.gaussians))
+        if self.scalars is None:
+            out, scalars = out[..., :-2], out[..., -2:]
+        else:
+            scalars = self.scalars(x)
+        mix = out.unflatten(-1, (3, self.z_size, self.gaussians))
         log_sigma = mix[..., 1, :, :].clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
-        return Prediction(mix[..., 0, :, :], log_sigma, mix[..., 2, :, :], out[..., -2], out[..., -1])
+        return Prediction(mix[..., 0, :, :], log_sigma, mix[..., 2, :, :], scalars[..., 0], scalars[..., 1])
 
 
 def prediction_loss(

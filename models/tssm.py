@@ -43,6 +43,7 @@ class TSSMConfig:
     context: int = 32  # most tokens one token attends to, itself included
     dropout: float = 0.1  # on each residual branch: small datasets overfit without it
     gaussians: int = 5
+    head_units: int = 0  # reward and done: 0 linear (Ha), N an MLP of N units (models/mixture.py)
     reward_weight: float = 1.0
     done_weight: float = 1.0
 
@@ -109,7 +110,7 @@ class TSSM(nn.Module):
         self.norm = nn.LayerNorm(cfg.hidden_size)
         d = cfg.hidden_size
         self.head = nn.Sequential(nn.Linear(d + cfg.action_size, d), nn.GELU())
-        self.mdn = MixtureHead(d, cfg.z_size, cfg.gaussians)
+        self.mdn = MixtureHead(d, cfg.z_size, cfg.gaussians, cfg.head_units)
 
     def predict(self, o: torch.Tensor, a: torch.Tensor) -> Prediction:
         """z_{t+1}'s mixture, r_t and done_t from o_t and the action a_t."""

@@ -178,4 +178,5 @@ def test_done_head_and_step_cost_learn_gridworld(grid_world, grid_data, name) ->
 def test_reward_head_tells_goal_from_hazard(grid_world, grid_data, name) -> None:
     _, done, r_hat, r = filtered_predictions(grid_world, grid_data, name)
     goal, hazard = done & (r > 0), done & (r < 0)
-    assert r_hat[goal].mean() > r_hat[hazard].mean() + 0.15  # measured: MDN-RNN 0.19, TSSM 0.47-0.52
+    # measured: MDN-RNN 0.31 with --head-units 64 (0.19 with Ha's linear head), TSSM 0.47-0.62
+    assert r_hat[goal].mean() > r_hat[hazard].mean() + 0.25

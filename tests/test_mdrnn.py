@@ -10,7 +10,7 @@ import torch
 from data.latents import Latents
 from data.sequences import SequenceBatches
 from models.mdrnn import MDRNN, MDRNNConfig
-from models.mixture import gmm_nll
+from models.mixture import MixtureHead, gmm_nll
 
 TRUE = {"pi": torch.tensor([0.3, 0.7]), "mu": torch.tensor([-1.0, 2.0]), "sigma": torch.tensor([0.3, 0.5])}
 
@@ -114,3 +114,20 @@ def test_windows_never_cross_episodes_and_cover_them() -> None:
             seen |= {(int(e), int(s)) for e, s in zip(ep[:, :-1][inside], steps[inside], strict=True)}
         assert seen == {(e, s) for e, T in enumerate([5, 23, 8]) for s in range(T)}  # every step, every epoch
     assert math.isclose(len(list(seqs.epoch(0, shuffle=False))), seqs.n_batches(0, shuffle=False))
+
+
+def test_reward_and_done_heads_linear_by_default_or_their_own_mlp() -> None:
+    """head_units 0 keeps Ha's single linear layer (so older checkpoints load); N > 0 moves
+    reward and done to their own MLP, which leaves the mixture untouched."""
+    ha = MixtureHead(16, 4, 3)
+    assert set(ha.state_dict()) == {"weight", "bias"} and ha.out_features == 3 * 4 * 3 + 2
+    mlp = MixtureHead(16, 4, 3, head_units=8)
+    assert mlp.out_features == 3 * 4 * 3
+    x = torch.randn(5, 16)
+    before = mlp(x)
+    with torch.no_grad():
+        mlp.scalars[-1].bias += 1.0
+    after = mlp(x)
+    torch.testing.assert_close(after.mu, before.mu)
+    torch.testing.assert_close(after.reward, before.reward + 1.0)
+    torch.testing.assert_close(after.done_logit, before.done_logit + 1.0)
