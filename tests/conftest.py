@@ -45,8 +45,7 @@ def grid_vae(grid_data, tmp_path_factory) -> Path:
 
 
 # M for GridWorld: episodes last about 12 steps and endings are rare, so reward and done weigh more.
-GRID_M = ["--epochs", "60", "--seq-len", "16", "--reward-weight", "5", "--done-weight", "5", "--head-units", "64",
-          "--nodreams"]
+GRID_M = ["--epochs", "60", "--seq-len", "16", "--reward-weight", "5", "--done-weight", "5", "--nodreams"]
 
 
 # The RSSM for GridWorld: Dreamer's layout at a quarter of its sizes.
