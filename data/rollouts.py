@@ -3,7 +3,9 @@
 observations[t] is the frame the policy saw when it chose actions[t]; rewards[t],
 terminals[t] and truncations[t] follow that action. Keys match the widely used World
 Models PyTorch datasets (observations, actions, rewards, terminals); `truncations` is
-ours and defaults to all-false when a file lacks it.
+ours and defaults to all-false when a file lacks it. `final_observation`, also ours and
+optional, is the frame the last action led to: without it M never sees the step that ends
+an episode (the agent on the goal), so it must guess reward and done blind.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from utils.cli import UserError
 from utils.io import atomic_open
 
-KEYS = ("observations", "actions", "rewards", "terminals", "truncations")
+KEYS = ("observations", "actions", "rewards", "terminals", "truncations", "final_observation")
 Rollout = dict[str, np.ndarray]
 
 
@@ -50,6 +52,11 @@ def check_rollout(r: Rollout, name: str = "rollout") -> Rollout:
     for k, v in out.items():
         if len(v) != T:
             raise RolloutError(f"{name}: {k} has {len(v)} steps but observations has {T}")
+    if "final_observation" in r:
+        final = r["final_observation"]
+        if final.dtype != np.uint8 or final.shape != obs.shape[1:]:
+            raise RolloutError(f"{name}: final_observation must be uint8 {obs.shape[1:]}, got {final.dtype} {final.shape}")
+        out["final_observation"] = final
     return out
 
 
@@ -96,7 +103,13 @@ def load_rollout(path: str | os.PathLike) -> Rollout:
     return check_rollout(r, str(path))
 
 
-def rollout_length(path: str | os.PathLike) -> int:
-    """Episode length, reading only the small rewards array."""
+def rollout_frames(path: str | os.PathLike) -> int:
+    """Number of frames the file holds: the episode's length, plus one if it keeps the final frame."""
     with _reading(Path(path)) as z:
-        return len(z["rewards"])
+        return len(z["rewards"]) + ("final_observation" in z.files)
+
+
+def all_frames(r: Rollout) -> np.ndarray:
+    """Every frame of a rollout: its observations, then the final frame where it has one."""
+    final = r.get("final_observation")
+    return r["observations"] if final is None else np.concatenate([r["observations"], final[None]])
