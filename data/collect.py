@@ -46,7 +46,6 @@ def run_episode(
         "rewards": np.asarray(rewards, np.float32),
         "terminals": np.asarray(terms, bool),
         "truncations": np.asarray(truncs, bool),
-        "final_observation": obs,
     }
     return rollout, ret
 

@@ -1,8 +1,5 @@
 """Every frame of a rollout dataset, for V: one uint8 memory-mapped array, built once.
 
-Every frame includes an episode's final frame where the file keeps it: those show the
-agent on the goal or the hazard, which M must later read through V.
-
 Decompressing .npz files every epoch would make the data path the bottleneck, and
 loading them all would not fit in RAM for large datasets. So the frames are copied once,
 episode by episode, into datasets/<env>/cache/frames.npy; training then gathers random
@@ -24,11 +21,10 @@ from tqdm import tqdm
 
 from data.dataset import fingerprint
 from data.envs import FRAME_SIZE, resize_frame
-from data.rollouts import all_frames, load_rollout, rollout_frames
+from data.rollouts import load_rollout, rollout_length
 from utils.io import atomic_open, write_json
 
 CACHE_DIR = "cache"
-CACHE_VERSION = 2  # 2: final frames included
 RELEASE_EVERY = 16  # batches between dropping mapped pages (bounds resident memory)
 
 
@@ -53,20 +49,20 @@ def frame_cache(root: str | os.PathLike, files: list[Path]) -> tuple[np.ndarray,
     fp = fingerprint(files)
     if meta.exists() and npy.exists():
         info = json.loads(meta.read_text())
-        if info["files"] == fp and info.get("version") == CACHE_VERSION:
+        if info["files"] == fp:
             return _open_frames(npy), np.asarray(info["offsets"], np.int64)
     cache.mkdir(parents=True, exist_ok=True)
-    lengths = [rollout_frames(p) for p in files]
+    lengths = [rollout_length(p) for p in files]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     shape = (int(offsets[-1]), FRAME_SIZE, FRAME_SIZE, 3)
     with atomic_open(npy) as f:
         np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
         for p in tqdm(files, desc="caching frames", unit="ep", leave=False):
-            obs = all_frames(load_rollout(p))
+            obs = load_rollout(p)["observations"]
             if obs.shape[1:] != (FRAME_SIZE, FRAME_SIZE, 3):  # datasets from other tools
                 obs = np.stack([resize_frame(o) for o in obs])
             f.write(np.ascontiguousarray(obs).tobytes())
-    write_json(meta, {"version": CACHE_VERSION, "files": fp, "offsets": offsets.tolist()})
+    write_json(meta, {"files": fp, "offsets": offsets.tolist()})
     return _open_frames(npy), offsets
 
 

@@ -2,9 +2,8 @@
 
 <logdir>/latents/ holds, for every frame, V's latent statistics ([mu, logvar], or logits
 for discrete latents) with the episode's actions (one-hot for discrete spaces), rewards,
-terminals and truncations, as .npy files read through memory maps, and per episode the
-statistics of the frame its last action led to, where the rollout file holds it. meta.json
-names the V checkpoint and dataset files they came from; a different V or dataset rebuilds them.
+terminals and truncations, as .npy files read through memory maps. meta.json names the
+V checkpoint and dataset files they came from; a different V or dataset rebuilds them.
 """
 
 from __future__ import annotations
@@ -18,12 +17,11 @@ import torch
 from tqdm import tqdm
 
 from data.dataset import fingerprint, read_meta
-from data.rollouts import all_frames, load_rollout
+from data.rollouts import load_rollout
 from models.vae import VAE, frames_to_tensor
 from utils.io import atomic_open, write_json
 
-ARRAYS = ("stats", "actions", "rewards", "terminals", "truncations", "final_stats", "has_final")
-CACHE_VERSION = 2  # 2: final_stats and has_final
+ARRAYS = ("stats", "actions", "rewards", "terminals", "truncations")
 
 
 @dataclass
@@ -33,8 +31,6 @@ class Latents:
     rewards: np.ndarray  # (N,) float32
     terminals: np.ndarray  # (N,) bool
     truncations: np.ndarray  # (N,) bool
-    final_stats: np.ndarray  # (E, S) float32: the frame after episode e's last action (zeros if absent)
-    has_final: np.ndarray  # (E,) bool: whether episode e's file held that frame
     offsets: np.ndarray  # (E + 1,) episode boundaries
     names: list[str]
 
@@ -78,11 +74,11 @@ def latent_cache(
 ) -> Latents:
     """Latents of every episode under the current V, encoded now only if not cached yet."""
     folder = Path(logdir) / "latents"
-    key = {"version": CACHE_VERSION, "vae": vae_id, "dataset": str(Path(dataset).resolve()), "files": fingerprint(files)}
+    key = {"vae": vae_id, "dataset": str(Path(dataset).resolve()), "files": fingerprint(files)}
     meta_path = folder / "meta.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        if {k: meta.get(k) for k in key} == key:
+        if {k: meta[k] for k in key} == key:
             return _open(folder, meta)
         print("V or the dataset changed since the latents were cached: encoding again")
     folder.mkdir(parents=True, exist_ok=True)
@@ -92,16 +88,13 @@ def latent_cache(
     lengths = []
     for p in tqdm(files, desc="encoding frames with V", unit="ep", leave=False):
         r = load_rollout(p)
-        T, final = len(r["observations"]), r.get("final_observation")
-        obs = torch.from_numpy(all_frames(r))
-        stats = np.concatenate([vae.encode(frames_to_tensor(obs[i : i + batch], device)).float().cpu().numpy()
-                                for i in range(0, len(obs), batch)])
-        parts["stats"].append(stats[:T])
-        parts["final_stats"].append(stats[T:] if final is not None else np.zeros_like(stats[:1]))
-        parts["has_final"].append(np.array([final is not None]))
+        obs = torch.from_numpy(r["observations"])
+        stats = [vae.encode(frames_to_tensor(obs[i : i + batch], device)).float().cpu().numpy()
+                 for i in range(0, len(obs), batch)]
+        parts["stats"].append(np.concatenate(stats))
         for k in ("actions", "rewards", "terminals", "truncations"):
             parts[k].append(r[k])
-        lengths.append(T)
+        lengths.append(len(obs))
     arrays = {k: np.concatenate(chunks) for k, chunks in parts.items()}
     n_discrete = discrete_actions(dataset, arrays["actions"])
     arrays["actions"] = action_vectors(arrays["actions"], n_discrete)

@@ -3,9 +3,7 @@
 observations[t] is the frame the policy saw when it chose actions[t]; rewards[t],
 terminals[t] and truncations[t] follow that action. Keys match the widely used World
 Models PyTorch datasets (observations, actions, rewards, terminals); `truncations` is
-ours and defaults to all-false when a file lacks it. `final_observation`, also ours and
-optional, is the frame the last action led to: without it M never sees the step that ends
-an episode (the agent on the goal), so it must guess reward and done blind.
+ours and defaults to all-false when a file lacks it.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ import numpy as np
 from utils.cli import UserError
 from utils.io import atomic_open
 
-KEYS = ("observations", "actions", "rewards", "terminals", "truncations", "final_observation")
+KEYS = ("observations", "actions", "rewards", "terminals", "truncations")
 Rollout = dict[str, np.ndarray]
 
 
@@ -52,11 +50,6 @@ def check_rollout(r: Rollout, name: str = "rollout") -> Rollout:
     for k, v in out.items():
         if len(v) != T:
             raise RolloutError(f"{name}: {k} has {len(v)} steps but observations has {T}")
-    if "final_observation" in r:
-        final = r["final_observation"]
-        if final.dtype != np.uint8 or final.shape != obs.shape[1:]:
-            raise RolloutError(f"{name}: final_observation must be uint8 {obs.shape[1:]}, got {final.dtype} {final.shape}")
-        out["final_observation"] = final
     return out
 
 
@@ -103,13 +96,7 @@ def load_rollout(path: str | os.PathLike) -> Rollout:
     return check_rollout(r, str(path))
 
 
-def rollout_frames(path: str | os.PathLike) -> int:
-    """Number of frames the file holds: the episode's length, plus one if it keeps the final frame."""
+def rollout_length(path: str | os.PathLike) -> int:
+    """Episode length, reading only the small rewards array."""
     with _reading(Path(path)) as z:
-        return len(z["rewards"]) + ("final_observation" in z.files)
-
-
-def all_frames(r: Rollout) -> np.ndarray:
-    """Every frame of a rollout: its observations, then the final frame where it has one."""
-    final = r.get("final_observation")
-    return r["observations"] if final is None else np.concatenate([r["observations"], final[None]])
+        return len(z["rewards"])

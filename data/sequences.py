@@ -2,8 +2,7 @@
 
 Each epoch cuts every episode into windows of seq_len steps at a random phase, clipped to
 the episode, so every step is seen every epoch and window boundaries move between epochs;
-episodes shorter than a window are padded and masked. The step after an episode's last
-action is a real target where the episode's file held that frame. Batches are gathered with one
+episodes shorter than a window are padded and masked. Batches are gathered with one
 fancy-indexing call per array: no per-step loop.
 """
 
@@ -20,10 +19,10 @@ Batch = dict[str, np.ndarray]
 
 class SequenceBatches:
     def __init__(self, lat: Latents, episodes: list[int], seq_len: int, batch_size: int, seed: int) -> None:
-        self.lat, self.episodes = lat, np.asarray(episodes, np.int64)
+        self.lat, self.episodes = lat, episodes
         self.L, self.batch_size, self.seed = seq_len, batch_size, seed
         self.starts = lat.offsets[episodes]
-        self.lengths = lat.offsets[self.episodes + 1] - self.starts
+        self.lengths = lat.offsets[np.asarray(episodes) + 1] - self.starts
 
     def windows(self, epoch: int, shuffle: bool) -> np.ndarray:
         """(n, 2) array of (episode position, start step); depends only on (seed, epoch)."""
@@ -42,23 +41,18 @@ class SequenceBatches:
 
     def gather(self, w: np.ndarray) -> Batch:
         """Arrays for windows w: stats over L+1 steps (inputs and next-step targets), the
-        rest over L steps, with `mask` (step inside the episode) and `next_mask` (its
-        stats are a real frame: inside, or the episode's final frame)."""
+        rest over L steps, with `mask` (step inside the episode) and `next_mask`."""
         steps = w[:, 1:2] + np.arange(self.L + 1)  # (B, L+1) steps within the episode
         T = self.lengths[w[:, 0]][:, None]
         idx = self.starts[w[:, 0]][:, None] + np.minimum(steps, T - 1)
         inside = steps < T
-        stats = self.lat.stats[idx]
-        episode = np.broadcast_to(self.episodes[w[:, 0]][:, None], steps.shape)
-        final = (steps == T) & self.lat.has_final[episode]
-        stats[final] = self.lat.final_stats[episode[final]]
         return {
-            "stats": stats,
+            "stats": self.lat.stats[idx],
             "actions": self.lat.actions[idx[:, :-1]],
             "rewards": self.lat.rewards[idx[:, :-1]],
             "terminals": self.lat.terminals[idx[:, :-1]].astype(np.float32),
             "mask": inside[:, :-1].astype(np.float32),
-            "next_mask": (inside | final)[:, 1:].astype(np.float32),
+            "next_mask": inside[:, 1:].astype(np.float32),
         }
 
     def epoch(self, epoch: int, start: int = 0, shuffle: bool = True) -> Iterator[Batch]:

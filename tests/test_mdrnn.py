@@ -84,26 +84,19 @@ def test_temperature_scales_the_spread_of_dreams() -> None:
     assert spread[0.05] < 0.5 * spread[1.0] < spread[2.0]
 
 
-def fake_latents(lengths: list[int], has_final: list[bool]) -> Latents:
-    """Episode e's step t has stats [e, t] (its final frame [e, T]): every gathered value
-    tells where it came from."""
+def fake_latents(lengths: list[int]) -> Latents:
+    """Episode e's step t has stats [e, t]: every gathered value tells where it came from."""
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     stats = np.concatenate([np.stack([np.full(T, e), np.arange(T)], 1) for e, T in enumerate(lengths)])
-    final = np.array([[e, T] for e, T in enumerate(lengths)], np.float32)
     terminals = np.zeros(len(stats), bool)
     terminals[offsets[1:] - 1] = True
     return Latents(stats.astype(np.float32), np.zeros((len(stats), 1), np.float32), np.zeros(len(stats), np.float32),
-                   terminals, np.zeros(len(stats), bool), final, np.array(has_final), offsets,
-                   [str(e) for e in range(len(lengths))])
+                   terminals, np.zeros(len(stats), bool), offsets, [str(e) for e in range(len(lengths))])
 
 
 def test_windows_never_cross_episodes_and_cover_them() -> None:
-    """Windows stay inside one episode and cover every step each epoch; the frame after the
-    last action is a target (next_mask) exactly where the episode's file kept it."""
-    lengths, has_final = np.array([5, 23, 8]), np.array([True, False, True])
-    lat = fake_latents(lengths.tolist(), has_final.tolist())
+    lat = fake_latents([5, 23, 8])
     seqs = SequenceBatches(lat, [0, 1, 2], seq_len=6, batch_size=4, seed=0)
-    finals_seen = set()
     for epoch in range(3):
         seen = set()
         for b in seqs.epoch(epoch):
@@ -112,19 +105,14 @@ def test_windows_never_cross_episodes_and_cover_them() -> None:
             inside = b["mask"].astype(bool)
             steps = t[:, :-1]
             assert (np.diff(steps, axis=1)[inside[:, 1:]] == 1).all()  # consecutive while inside
-            e = ep[:, 0].astype(int)
-            T, start = lengths[e], t[:, 0]
+            T = np.array([5, 23, 8])[ep[:, 0].astype(int)]
+            start = t[:, 0]
             expected = np.arange(6)[None] < (T - start)[:, None]  # mask ends with the episode
             np.testing.assert_array_equal(inside, expected)
-            targets = T - start + has_final[e]  # the final frame counts where it exists
-            next_mask = b["next_mask"].astype(bool)
-            np.testing.assert_array_equal(next_mask, np.arange(1, 7)[None] < targets[:, None])
-            assert (t[:, 1:][next_mask] == steps[next_mask] + 1).all()  # each target is the next frame
-            finals_seen |= {int(x) for x in e[(t[:, 1:] == T[:, None]).any(1) & next_mask.any(1)]}
+            np.testing.assert_array_equal(b["next_mask"].astype(bool), np.arange(1, 7)[None] < (T - start)[:, None])
             assert (b["terminals"][inside] == (steps == T[:, None] - 1)[inside]).all()
             seen |= {(int(e), int(s)) for e, s in zip(ep[:, :-1][inside], steps[inside], strict=True)}
-        assert seen == {(e, s) for e, T in enumerate(lengths) for s in range(T)}  # every step, every epoch
-    assert finals_seen == {0, 2}
+        assert seen == {(e, s) for e, T in enumerate([5, 23, 8]) for s in range(T)}  # every step, every epoch
     assert math.isclose(len(list(seqs.epoch(0, shuffle=False))), seqs.n_batches(0, shuffle=False))
 
 

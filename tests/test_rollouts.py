@@ -19,7 +19,6 @@ def make_rollout(T: int = 7, discrete: bool = True, seed: int = 0) -> dict[str, 
         "rewards": rng.normal(size=T).astype(np.float32),
         "terminals": terminals,
         "truncations": np.zeros(T, bool),
-        "final_observation": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
     }
 
 
@@ -38,11 +37,10 @@ def test_round_trip_keeps_values_and_dtypes(tmp_path, discrete: bool) -> None:
 def test_files_without_truncations_load_as_never_truncated(tmp_path) -> None:
     """Datasets written by other World Models implementations have no truncations key."""
     r = make_rollout()
-    del r["truncations"], r["final_observation"]
+    del r["truncations"]
     np.savez_compressed(tmp_path / "old.npz", **r)
     back = load_rollout(tmp_path / "old.npz")
     assert not back["truncations"].any() and len(back["truncations"]) == 7
-    assert "final_observation" not in back  # and the caches treat its last step as unseen
 
 
 def test_truncated_file_is_named(tmp_path) -> None:
@@ -74,11 +72,6 @@ def test_missing_key_and_length_mismatch_are_named(tmp_path) -> None:
     np.savez_compressed(tmp_path / "b.npz", **r)
     with pytest.raises(RolloutError, match="b.npz: rewards has 6 steps"):
         load_rollout(tmp_path / "b.npz")
-    r = make_rollout()
-    r["final_observation"] = r["final_observation"][:32]
-    np.savez_compressed(tmp_path / "c.npz", **r)
-    with pytest.raises(RolloutError, match=r"c.npz: final_observation must be uint8 \(64, 64, 3\)"):
-        load_rollout(tmp_path / "c.npz")
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch) -> None:
