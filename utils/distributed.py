@@ -154,5 +154,8 @@ def check_batch(batch_size: int, flag: str = "--batch-size") -> None:
 
 
 def finish() -> None:
+    """Tear the process group down together: a rank that destroys it while its peer is
+    still writing checkpoints can make gloo abort the peer at exit (seen once under load)."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
