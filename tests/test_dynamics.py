@@ -179,5 +179,5 @@ def test_reward_head_tells_goal_from_hazard(grid_world, grid_data, name) -> None
     _, done, r_hat, r = filtered_predictions(grid_world, grid_data, name)
     goal, hazard = done & (r > 0), done & (r < 0)
     # measured: MDN-RNN 0.19 (0.31 with --head-units 64, whose harsher dream then left too
-    # little room for test_agent's dream-fitness gain), TSSM 0.47-0.62
+    # little room for test_agent's dream-fitness gain), TSSM 0.47-0.52 (RESULTS.md)
     assert r_hat[goal].mean() > r_hat[hazard].mean() + 0.15

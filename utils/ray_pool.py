@@ -70,14 +70,15 @@ class RayPool:
         if workers < 1:
             raise WorkerError("--ray needs at least one worker")
         self.ray = connect(address)
-        cpus = int(self.ray.cluster_resources().get("CPU", 0))
+        resources = self.ray.cluster_resources()
+        cpus = int(resources.get("CPU", 0))
         if workers > cpus:  # the extra actors would wait for a CPU until the start-up limit
             print(f"warning: {workers} Ray workers asked for, but the cluster has {cpus} CPUs: using {cpus}")
             workers = max(1, cpus)
         self.timeout, self.retries = timeout, retries
         share = 0.0
         if gpus:
-            total = self.ray.cluster_resources().get("GPU", 0)
+            total = resources.get("GPU", 0)
             if not total:
                 raise WorkerError("--device cuda with --ray: the Ray cluster has no GPUs")
             share = min(1.0, total / workers)
