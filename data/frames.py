@@ -12,6 +12,7 @@ import json
 import mmap
 import os
 import queue
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from utils.io import atomic_open, write_json
 
 CACHE_DIR = "cache"
 RELEASE_EVERY = 16  # batches between dropping mapped pages (bounds resident memory)
+SWITCH_INTERVAL_S = 2e-4  # while a prefetch thread runs (see prefetch)
 
 
 def _advise(frames: np.ndarray, advice: int) -> None:
@@ -113,6 +115,11 @@ def prefetch(it: Iterator, depth: int) -> Iterator:
         q.put(done)
 
     t = threading.Thread(target=work, daemon=True)
+    # Once the producer holds the GIL, the training loop waits up to a switch interval
+    # (5 ms by default) for each of its many small torch calls to get it back: that cost
+    # the RSSM's python-heavy training step 10-15% of its speed (bench/dynamics.py).
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
     t.start()
     try:
         while (item := q.get()) is not done:
@@ -120,6 +127,7 @@ def prefetch(it: Iterator, depth: int) -> Iterator:
                 raise item
             yield item
     finally:
+        sys.setswitchinterval(interval)
         stop.set()
         while not q.empty():  # unblock the producer so the thread can end
             q.get_nowait()
