@@ -6,8 +6,9 @@ For every M in the logdir (dynamics/<model>/best.pt, all trained on the same lat
 the held-out episodes of <logdir>/split.json (those under --only PREFIX, if given): from
 every step t, M filters the real latents z_0..z_t, then imagines --horizon steps under the
 real actions with its most likely outcome (temperature -> 0). Prints the mean squared error
-per latent dimension 1 step and --horizon steps ahead, as such and as a ratio to copying the last real latent
-(z_{t+k} = z_t), and the seconds its training batches took (metrics.jsonl, all epochs).
+per latent dimension 1 step and --horizon steps ahead, as such and as a ratio to copying
+the last real latent (z_{t+k} = z_t), and the seconds its training batches took
+(metrics.jsonl, all epochs).
 """
 
 from __future__ import annotations
