@@ -15,8 +15,11 @@ cache in the step-by-step pass. Both see exactly the same tokens at the same dis
 so they agree beyond the context limit too. As in Transformer-XL, stacking L layers lets
 o_t depend on tokens up to L * (context - 1) steps back.
 
-The cache is part of the state, with a fixed shape (batch, layers, context, width) and a
+The cache is part of the state: per layer, keys and values of a fixed shape (batch, heads,
+context, d_head), already split into heads so attention reads them without a copy, and a
 per-row count of tokens, so states of different ages concatenate and rows never interact.
+Each step builds the new cache with one copy per tensor: the state stays functional, so
+the actor-critic can backpropagate through it.
 """
 
 from __future__ import annotations
@@ -52,17 +55,23 @@ class TSSMConfig:
 
 
 def relative_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dist: torch.Tensor, valid: torch.Tensor,
-    rel_k: torch.Tensor, rel_v: torch.Tensor,
+    q: torch.Tensor, ks: tuple[torch.Tensor, ...], vs: tuple[torch.Tensor, ...], dist: torch.Tensor,
+    valid: torch.Tensor, rel_k: torch.Tensor, rel_v: torch.Tensor,
 ) -> torch.Tensor:
-    """Shaw et al.'s attention: q (B, H, Tq, d), k and v (B, H, Tk, d); dist (Tq, Tk) the
-    distance i - j clamped into [0, context); valid broadcasts to (B, H, Tq, Tk);
-    rel_k, rel_v (context, d). e_ij = q_i . (k_j + rel_k[i-j]) / sqrt(d);
-    out_i = sum_j softmax(e)_ij (v_j + rel_v[i-j])."""
+    """Shaw et al.'s attention: q (B, H, Tq, d); keys and values (B, H, Tk, d) given as
+    chunks along Tk (the cache, then the new token), never concatenated, so the dream
+    copies no cache here; dist (Tq, Tk) the distance i - j clamped into [0, context);
+    valid broadcasts to (B, H, Tq, Tk); rel_k, rel_v (context, d).
+    e_ij = q_i . (k_j + rel_k[i-j]) / sqrt(d); out_i = sum_j softmax(e)_ij (v_j + rel_v[i-j])."""
     ak, av = rel_k[dist], rel_v[dist]  # (Tq, Tk, d)
-    logits = (q @ k.transpose(-1, -2) + torch.einsum("bhqd,qkd->bhqk", q, ak)) / math.sqrt(q.shape[-1])
+    content = torch.cat([q @ k.transpose(-1, -2) for k in ks], -1)
+    logits = (content + torch.einsum("bhqd,qkd->bhqk", q, ak)) / math.sqrt(q.shape[-1])
     w = logits.masked_fill(~valid, float("-inf")).softmax(-1)
-    return w @ v + torch.einsum("bhqk,qkd->bhqd", w, av)
+    out, j = torch.einsum("bhqk,qkd->bhqd", w, av), 0
+    for v in vs:
+        out = out + w[..., j : j + v.shape[-2]] @ v
+        j += v.shape[-2]
+    return out
 
 
 class Block(nn.Module):
@@ -87,12 +96,12 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None, dist: torch.Tensor, valid: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, T, d) are the new tokens; kv the cached keys and values before them (or
-        None). Returns the tokens' outputs and the keys and values now attended over."""
-        q, k, v = self.qkv(self.norm1(x)).chunk(3, -1)
-        if kv is not None:
-            k, v = torch.cat([kv[0], k], 1), torch.cat([kv[1], v], 1)
-        out = relative_attention(self.split(q), self.split(k), self.split(v), dist, valid, self.rel_k, self.rel_v)
+        """x (B, T, d) are the new tokens; kv the cached keys and values before them, split
+        into heads (B, H, Tc, d_head), or None. Returns the tokens' outputs and their own
+        keys and values (B, H, T, d_head)."""
+        q, k, v = (self.split(y) for y in self.qkv(self.norm1(x)).chunk(3, -1))
+        ks, vs = ((kv[0], k), (kv[1], v)) if kv is not None else ((k,), (v,))
+        out = relative_attention(q, ks, vs, dist, valid, self.rel_k, self.rel_v)
         x = x + self.drop(self.proj(out.transpose(1, 2).flatten(-2)))
         return x + self.drop(self.mlp(self.norm2(x))), k, v
 
@@ -143,9 +152,10 @@ class TSSM(nn.Module):
     def initial_state(self, batch: int) -> State:
         p = next(self.parameters())
         cfg = self.cfg
-        cache = p.new_zeros(batch, cfg.layers, cfg.context, cfg.hidden_size)
+        cache = p.new_zeros(batch, cfg.heads, cfg.context, cfg.hidden_size // cfg.heads)
+        layers = {f"{kv}{layer}": cache for layer in range(cfg.layers) for kv in "kv"}
         return {"z": p.new_zeros(batch, cfg.z_size), "o": p.new_zeros(batch, cfg.hidden_size),
-                "k": cache, "v": cache, "n": torch.zeros(batch, dtype=torch.long, device=p.device)}
+                **layers, "n": torch.zeros(batch, dtype=torch.long, device=p.device)}
 
     def _append(self, state: State, z: torch.Tensor, a_prev: torch.Tensor) -> State:
         """Run one token (z_t, a_{t-1}) through the layers against the cache, which keeps the
@@ -156,13 +166,12 @@ class TSSM(nn.Module):
         dist = (C - 1 - slots).view(1, C)
         valid = (slots.view(1, C) >= C - n.view(-1, 1)).view(-1, 1, 1, C)  # (B, 1, 1, C)
         x = self.embed(torch.cat([z, a_prev], -1)).unsqueeze(1)
-        ks, vs = [], []
+        caches = {}
         for layer, block in enumerate(self.blocks):
-            kv = (state["k"][:, layer, 1:], state["v"][:, layer, 1:])  # the oldest slot drops out
+            kv = (state[f"k{layer}"][:, :, 1:], state[f"v{layer}"][:, :, 1:])  # the oldest slot drops out
             x, k, v = block(x, kv, dist, valid)
-            ks.append(k)
-            vs.append(v)
-        return {"z": z, "o": self.norm(x[:, 0]), "k": torch.stack(ks, 1), "v": torch.stack(vs, 1), "n": n}
+            caches[f"k{layer}"], caches[f"v{layer}"] = torch.cat([kv[0], k], 2), torch.cat([kv[1], v], 2)
+        return {"z": z, "o": self.norm(x[:, 0]), **caches, "n": n}
 
     def observe(self, state: State, z: torch.Tensor, a_prev: torch.Tensor | None) -> State:
         if a_prev is None:

@@ -47,7 +47,10 @@ def test_relative_attention_matches_a_hand_loop() -> None:
     rel_k, rel_v = torch.randn(ctx, d, generator=g), torch.randn(ctx, d, generator=g)
     i = torch.arange(T)
     dist = i.view(-1, 1) - i.view(1, -1)
-    out = relative_attention(q, k, v, dist.clamp(0, ctx - 1), (dist >= 0) & (dist < ctx), rel_k, rel_v)
+    dist, valid = dist.clamp(0, ctx - 1), (dist >= 0) & (dist < ctx)
+    out = relative_attention(q, (k,), (v,), dist, valid, rel_k, rel_v)
+    chunked = relative_attention(q, k.split([2, 1, 2], 2), v.split([2, 1, 2], 2), dist, valid, rel_k, rel_v)
+    torch.testing.assert_close(chunked, out)  # the KV cache's layout: keys in pieces along Tk
     for qi in range(T):
         js = [j for j in range(T) if 0 <= qi - j < ctx]
         e = torch.stack([q[0, 0, qi] @ (k[0, 0, j] + rel_k[qi - j]) / math.sqrt(d) for j in js])
@@ -62,7 +65,7 @@ def test_zero_relative_embeddings_give_plain_causal_attention() -> None:
     i = torch.arange(7)
     dist = i.view(-1, 1) - i.view(1, -1)
     zeros = torch.zeros(7, 8)
-    out = relative_attention(q, k, v, dist.clamp(min=0), dist >= 0, zeros, zeros)
+    out = relative_attention(q, (k,), (v,), dist.clamp(min=0), dist >= 0, zeros, zeros)
     torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
 
 
