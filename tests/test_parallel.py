@@ -90,3 +90,15 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_worker_that_dies_idle_is_replaced() -> None:
+    """Its closed pipe must neither wake the parent in a loop nor lose a task (one handed
+    to it before its death was seen is rerun)."""
+    with WorkerPool(2, init_offset, misbehave, (0,), retries=1) as pool:
+        assert [r for _, r in pool.imap_unordered(["a"])] == ["a"]
+        idle = pool.slots[1].proc
+        idle.kill()
+        idle.join()
+        assert sorted(r for _, r in pool.imap_unordered(["b", "c", "d"])) == ["b", "c", "d"]
+        assert pool.slots[1].proc is not idle and pool.slots[1].proc.is_alive()

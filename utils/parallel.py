@@ -4,6 +4,8 @@ Each worker builds its expensive state once (an env, later V, M and C) and then 
 tasks one at a time. The parent always knows which task each worker holds, so a worker
 that raises is reported with its traceback, and one that dies or exceeds the timeout is
 restarted and its task rerun (up to `retries` times) or reported with a clear error.
+Each worker answers on its own pipe, written synchronously: a worker that dies can never
+leave a shared queue's lock held, which would silently block every other worker's result.
 `workers=0` runs everything inline in the calling process, which is handy for debugging.
 `open_pool` picks this local backend or the Ray one (utils/ray_pool.py) behind one interface.
 """
@@ -11,6 +13,7 @@ restarted and its task rerun (up to `retries` times) or reported with a clear er
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection as mpc
 import os
 import queue
 import signal
@@ -38,7 +41,7 @@ def _worker_main(
     init_args: tuple,
     fn: Callable[[Any, Any], Any],
     tasks: mp.Queue,
-    results: mp.Queue,
+    results: mpc.Connection,
     wid: int,
     parent: int,
 ) -> None:
@@ -47,9 +50,9 @@ def _worker_main(
     try:
         state = init(*init_args)
     except BaseException:
-        results.put(("error", wid, None, traceback.format_exc()))
+        results.send(("error", wid, None, traceback.format_exc()))
         return
-    results.put(("ready", wid, None, None))  # the task timeout starts now, not at spawn
+    results.send(("ready", wid, None, None))  # the task timeout starts now, not at spawn
     while True:
         try:
             item = tasks.get(timeout=PARENT_CHECK_S)
@@ -61,9 +64,9 @@ def _worker_main(
             return
         tid, task = item
         try:
-            results.put(("done", wid, tid, fn(state, task)))
+            results.send(("done", wid, tid, fn(state, task)))
         except BaseException:
-            results.put(("error", wid, tid, traceback.format_exc()))
+            results.send(("error", wid, tid, traceback.format_exc()))
 
 
 def give_up_or_retry(failures: dict[int, int], wid: int, tid: int, task: Any, reason: str, retries: int) -> None:
@@ -78,6 +81,7 @@ def give_up_or_retry(failures: dict[int, int], wid: int, tid: int, task: Any, re
 class _Slot:
     proc: mp.process.BaseProcess
     tasks: mp.Queue
+    results: mpc.Connection  # the parent's reading end of this worker's pipe
     job: tuple[int, Any] | None = None
     started: float = field(default_factory=time.monotonic)  # since start-up, then since the task arrived
     ready: bool = False
@@ -103,19 +107,20 @@ class WorkerPool:
         self.init, self.fn, self.init_args = init, fn, init_args
         self.timeout, self.retries = timeout, retries
         self.ctx = mp.get_context("spawn")
-        self.results: mp.Queue = self.ctx.Queue()
         self.slots: list[_Slot] = [self._start(w) for w in range(workers)]
         self._inline_state: Any = init(*init_args) if workers == 0 else None
 
     def _start(self, wid: int) -> _Slot:
         tasks: mp.Queue = self.ctx.Queue()
+        results, send = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(
             target=_worker_main,
-            args=(self.init, self.init_args, self.fn, tasks, self.results, wid, os.getpid()),
+            args=(self.init, self.init_args, self.fn, tasks, send, wid, os.getpid()),
             daemon=True,
         )
         proc.start()
-        return _Slot(proc, tasks)
+        send.close()  # the worker holds the only writing end
+        return _Slot(proc, tasks, results)
 
     def _assign(self, wid: int, job: tuple[int, Any]) -> None:
         slot = self.slots[wid]
@@ -134,6 +139,7 @@ class WorkerPool:
             slot.proc.join()
         slot.tasks.cancel_join_thread()
         slot.tasks.close()
+        slot.results.close()
 
     def _restart(self, wid: int) -> None:
         self._stop(self.slots[wid], 0)
@@ -153,14 +159,14 @@ class WorkerPool:
                 if slot.job is None and pending:
                     self._assign(wid, pending.popleft())
                     busy += 1
-            try:
-                kind, wid, _, payload = self.results.get(timeout=POLL_S)
-            except queue.Empty:
+            message = self._receive()
+            if message is None:
                 for wid, slot in enumerate(self.slots):
                     if slot.job is not None:
                         self._check_health(wid, slot, pending, failures)
                 busy = sum(s.job is not None for s in self.slots)
                 continue
+            kind, wid, _, payload = message
             slot = self.slots[wid]
             if kind == "ready":
                 slot.ready, slot.started = True, time.monotonic()
@@ -171,6 +177,20 @@ class WorkerPool:
             job, slot.job = slot.job, None
             busy -= 1
             yield job[1], payload
+
+    def _receive(self) -> tuple | None:
+        """The next message of any worker, or None after POLL_S without one. A dead
+        worker's pipe reads as closed: the health check reruns its task, and an idle
+        one is restarted here, or its closed pipe would wake every wait at once."""
+        conns = {id(s.results): wid for wid, s in enumerate(self.slots)}
+        for conn in mpc.wait([s.results for s in self.slots], timeout=POLL_S):
+            try:
+                return conn.recv()
+            except (EOFError, OSError):
+                wid = conns[id(conn)]
+                if self.slots[wid].job is None:
+                    self._restart(wid)
+        return None
 
     def _check_health(
         self, wid: int, slot: _Slot, pending: deque, failures: dict[int, int]
