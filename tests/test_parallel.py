@@ -93,8 +93,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_worker_that_dies_idle_is_replaced() -> None:
-    """Its closed pipe must neither wake the parent in a loop nor lose a task (one handed
-    to it before its death was seen is rerun)."""
+    """No task is lost: one handed to it before its death was seen is rerun on a new worker."""
     with WorkerPool(2, init_offset, misbehave, (0,), retries=1) as pool:
         assert [r for _, r in pool.imap_unordered(["a"])] == ["a"]
         idle = pool.slots[1].proc

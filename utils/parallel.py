@@ -182,13 +182,14 @@ class WorkerPool:
         """The next message of any worker, or None after POLL_S without one. A dead
         worker's pipe reads as closed: the health check reruns its task, and an idle
         one is restarted here, or its closed pipe would wake every wait at once."""
-        conns = {id(s.results): wid for wid, s in enumerate(self.slots)}
-        for conn in mpc.wait([s.results for s in self.slots], timeout=POLL_S):
+        ready = mpc.wait([s.results for s in self.slots], timeout=POLL_S)
+        for wid, slot in enumerate(self.slots):
+            if slot.results not in ready:
+                continue
             try:
-                return conn.recv()
+                return slot.results.recv()
             except (EOFError, OSError):
-                wid = conns[id(conn)]
-                if self.slots[wid].job is None:
+                if slot.job is None:
                     self._restart(wid)
         return None
 
