@@ -45,7 +45,10 @@ def metrics(logdir: Path) -> list[dict]:
 @pytest.mark.parametrize("dynamics", ["mdrnn", "rssm", "tssm"])
 def test_cmaes_in_the_dream_improves_dream_fitness(logdir, dynamics) -> None:
     """The evolved C beats the search's starting point (all-zero parameters) in held-out dreams
-    of each M."""
+    of each M, by at least five standard errors of the paired difference.
+
+    A fixed margin does not fit all three Ms: the best a linear C reaches in the TSSM's dream
+    is only 0.14-0.17 above the start (5 seeds), while the MDN-RNN's allows 0.31."""
     # dreams are cheap: 256 selection dreams, because best-of-20 selections over 32 noisy
     # dreams kept a lucky early TSSM candidate that scored no better than the start
     trainagent(logdir, "--dream", "--generations", "40", "--pop-size", "64", "--n-samples", "16",
@@ -58,9 +61,11 @@ def test_cmaes_in_the_dream_improves_dream_fitness(logdir, dynamics) -> None:
     lat = latent_cache(logdir, dataset, open_dataset(dataset), vae, ids["vae"], cpu)
     dreams = DreamEvaluator(agent, lat, list(range(len(lat.names))), 1.0, 16, survival=False)
     seeds = list(range(2**30, 2**30 + 1000))
-    trained = dreams(np.repeat(best["params"].numpy()[None], 1000, 0), seeds)[0].mean()
-    start = dreams(np.zeros((1000, len(best["params"]))), seeds)[0].mean()
-    assert trained > start + 0.15, (start, trained)
+    trained = dreams(np.repeat(best["params"].numpy()[None], 1000, 0), seeds)[0]
+    start = dreams(np.zeros((1000, len(best["params"]))), seeds)[0]
+    gain = trained - start  # same seeds, so the difference is paired
+    se = gain.std(ddof=1) / np.sqrt(len(gain))
+    assert gain.mean() > 5 * se, (start.mean(), trained.mean(), se)
 
 
 def test_cmaes_in_the_real_env_keeps_the_best_selected_candidate(logdir) -> None:
