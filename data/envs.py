@@ -131,6 +131,8 @@ KNOWN_ENVS: dict[str, Callable[..., gym.Env]] = {
     "GridWorld-v0": _gridworld("GridWorld-v0"),
     "GridWorldContinuous-v0": _gridworld("GridWorldContinuous-v0"),
     "GridWorld8x8-v0": _gridworld("GridWorld8x8-v0"),
+    "GridWorldFixed-v0": _gridworld("GridWorldFixed-v0"),
+    "GridWorldFixedContinuous-v0": _gridworld("GridWorldFixedContinuous-v0"),
 }
 
 

@@ -69,3 +69,21 @@ def grid_world(grid_vae, grid_data, tmp_path_factory) -> Path:
     for m_args in (GRID_M, GRID_RSSM, GRID_TSSM):
         run_script("traindynamics.py", "--logdir", str(logdir), "--dataset", str(grid_data), "--device", "cpu", *m_args)
     return logdir
+
+
+# The quickstart's M for the fixed map (quickstart.py): one small LSTM learns its 14 cells.
+FIXED_M = ["--model", "mdrnn", "--epochs", "40", "--seq-len", "16", "--hidden-size", "64", "--reward-weight", "5",
+           "--done-weight", "5", "--nodreams"]
+
+
+@pytest.fixture(scope="session")
+def fixed_world(tmp_path_factory) -> Path:
+    """A logdir with V (GRID_VAE) and the MDN-RNN (FIXED_M) trained on 1500 random episodes of
+    GridWorldFixed-v0, as quickstart.py trains them. Copy, don't write."""
+    data = tmp_path_factory.mktemp("gridworld_fixed")
+    run_script("generation_script.py", "--env", "GridWorldFixed-v0", "--rootdir", str(data), "--rollouts", "1500",
+               "--threads", "2")
+    logdir = tmp_path_factory.mktemp("fixed_world") / "exp"
+    run_script("trainvae.py", "--logdir", str(logdir), "--dataset", str(data), "--device", "cpu", *GRID_VAE)
+    run_script("traindynamics.py", "--logdir", str(logdir), "--dataset", str(data), "--device", "cpu", *FIXED_M)
+    return logdir

@@ -186,8 +186,25 @@ def test_agent_goal_and_hazard_are_on_distinct_cells() -> None:
 
 
 @pytest.mark.parametrize("continuous", [False, True])
-def test_oracle_beats_random_by_a_wide_margin(continuous: bool) -> None:
-    env = GridWorldEnv(continuous=continuous)
+def test_fixed_layout_keeps_the_map_and_draws_every_other_start(continuous: bool) -> None:
+    env = GridWorldEnv(size=4, continuous=continuous, layout="fixed")
+    starts = set()
+    for seed in range(300):
+        env.reset(seed=seed)
+        assert (env.goal_pos, env.hazard_pos) == ((3, 3), (2, 2))
+        starts.add(env.agent_cell)
+    assert starts == {(x, y) for x in range(4) for y in range(4)} - {(3, 3), (2, 2)}
+
+
+def test_unknown_layout_is_refused() -> None:
+    with pytest.raises(ValueError, match="layout"):
+        GridWorldEnv(layout="maze")
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+@pytest.mark.parametrize("layout", ["random", "fixed"])
+def test_oracle_beats_random_by_a_wide_margin(continuous: bool, layout: str) -> None:
+    env = GridWorldEnv(size=4 if layout == "fixed" else 8, continuous=continuous, layout=layout)
     env.action_space.seed(0)
     oracle = [run_episode(env, "oracle", seed, jitter=continuous) for seed in range(200)]
     random = [run_episode(env, "random", seed) for seed in range(200)]
@@ -204,7 +221,8 @@ def test_oracle_routes_around_the_hazard() -> None:
 
 
 @pytest.mark.parametrize(
-    ("env_id", "continuous"), [("GridWorld-v0", False), ("GridWorldContinuous-v0", True)]
+    ("env_id", "continuous"), [("GridWorld-v0", False), ("GridWorldContinuous-v0", True),
+                               ("GridWorldFixed-v0", False), ("GridWorldFixedContinuous-v0", True)]
 )
 def test_gymnasium_make_runs_both_ids_with_internal_time_limit(
     env_id: str, continuous: bool
@@ -221,7 +239,7 @@ def test_gymnasium_make_runs_both_ids_with_internal_time_limit(
     assert [env.step(stay)[3] for _ in range(3)] == [False, False, True]
 
 
-@pytest.mark.parametrize("env_id", ["GridWorld-v0", "GridWorldContinuous-v0"])
+@pytest.mark.parametrize("env_id", ["GridWorld-v0", "GridWorldContinuous-v0", "GridWorldFixed-v0"])
 def test_env_checker_passes_without_warnings(env_id: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
