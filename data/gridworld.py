@@ -32,8 +32,8 @@ class GridWorldEnv(gym.Env[np.ndarray, np.ndarray | int]):
 
     layout "random" draws agent, goal and hazard cells anew at every reset; "fixed" keeps
     the goal in the bottom-right corner and the hazard diagonally next to it, and draws only
-    the agent's start. The fixed map is what a world model learns from a few thousand random
-    steps; random layouts ask M to generalise over 3,360 arrangements (RESULTS.md).
+    the agent's start. The fixed map is what a world model learns from 1,500 random
+    episodes; random layouts ask M to generalise over 3,360 arrangements (RESULTS.md).
 
     Public state (read it, or set it after reset() to build a scenario):
     agent_pos: np.ndarray (x, y); int64 cell (discrete) or exact float position (continuous).
