@@ -86,7 +86,9 @@ def parse_args() -> argparse.Namespace:
     ac.add_argument("--batch-size", type=int, default=16, help="real sequence windows per update")
     ac.add_argument("--seq-len", type=int, default=32, help="steps per window: every step starts an imagined rollout")
     ac.add_argument("--horizon", type=int, default=15, help="imagined steps")
-    ac.add_argument("--gamma", type=float, default=0.99)
+    ac.add_argument("--gamma", type=float, default=0.99,
+                    help="discount (Dreamer's 0.99); its horizon 1 / (1 - gamma) should not far exceed an "
+                         "episode's length (GridWorld's 16 steps: 0.9)")
     ac.add_argument("--lam", type=float, default=0.95, help="lambda of the lambda-returns")
     ac.add_argument("--actor-lr", type=float, default=8e-5)
     ac.add_argument("--critic-lr", type=float, default=8e-5)
