@@ -195,8 +195,8 @@ class GridWorldEnv(gym.Env[np.ndarray, np.ndarray | int]):
 
 
 # 4x4 grids: small enough that V and M learn them in minutes on a CPU, while a uniform random
-# policy still fails in 69% (random layouts) to 84% (fixed map) of episodes. The fixed map is the quickstart's task; random layouts
-# and the 8x8 grid are the harder variants.
+# policy still fails in 69% (random layouts) to 84% (fixed map) of episodes. The fixed map is
+# the quickstart's task; random layouts and the 8x8 grid are the harder variants.
 SMALL = {"size": 4, "max_steps": 16}
 FIXED = {**SMALL, "layout": "fixed"}
 REGISTERED = (
