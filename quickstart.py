@@ -16,6 +16,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+# GridWorld's flat colours: a narrow V, the BCE loss and 2 free nats per dimension
+V_FLAGS = ("--epochs", "3", "--width", "16", "--recon", "bce", "--kl-tolerance", "2", "--lr", "2e-3")
+# episodes last about 12 steps; rewards and endings are rare, so their losses weigh more
+M_FLAGS = ("--model", "mdrnn", "--epochs", "40", "--seq-len", "16", "--hidden-size", "64", "--reward-weight", "5",
+           "--done-weight", "5")
 
 
 def stage(script: str, *args: str) -> None:
@@ -48,12 +53,8 @@ def main() -> None:
     seed = ("--seed", str(a.seed))
     stage("generation_script.py", "--env", a.env, "--rollouts", str(a.rollouts),
           "--rootdir", dataset, "--threads", str(a.threads), *seed)
-    # GridWorld's flat colours: a narrow V, the BCE loss and 2 free nats per dimension
-    stage("trainvae.py", "--logdir", a.logdir, "--dataset", dataset, "--epochs", "3", "--width", "16",
-          "--recon", "bce", "--kl-tolerance", "2", "--lr", "2e-3", *seed)
-    # episodes last about 12 steps; rewards and endings are rare, so their losses weigh more
-    stage("traindynamics.py", "--model", "mdrnn", "--logdir", a.logdir, "--dataset", dataset, "--epochs", "40",
-          "--seq-len", "16", "--hidden-size", "64", "--reward-weight", "5", "--done-weight", "5", *seed)
+    stage("trainvae.py", "--logdir", a.logdir, "--dataset", dataset, *V_FLAGS, *seed)
+    stage("traindynamics.py", "--logdir", a.logdir, "--dataset", dataset, *M_FLAGS, *seed)
     # a small population in the real env; sampled actions start the search at the random policy
     stage("trainagent.py", "--method", "cmaes", "--logdir", a.logdir, "--pop-size", "32", "--n-samples", "8",
           "--generations", "80", "--eval-every", "5", "--eval-episodes", "100", "--discrete", "sample",
