@@ -66,6 +66,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dropout", type=float, default=0.1, help="tssm: dropout on each residual branch")
     p.add_argument("--reward-weight", type=float, default=1.0)
     p.add_argument("--done-weight", type=float, default=1.0)
+    p.add_argument("--done-pos-weight", type=float, default=1.0,
+                   help="weight of the rare done = 1 steps in the done loss (Ha's Doom: 10): p(done) then "
+                        "passes the dream's 0.5 once the true chance of the end exceeds 1 / (1 + w)")
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--patience", type=int, default=10, help="epochs without improvement before stopping")
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)

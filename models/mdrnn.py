@@ -29,6 +29,7 @@ class MDRNNConfig:
     head_units: int = 0  # reward and done: 0 linear (Ha), N an MLP of N units (models/mixture.py)
     reward_weight: float = 1.0
     done_weight: float = 1.0
+    done_pos_weight: float = 1.0  # weight of done = 1 steps in the done loss (Ha's Doom: 10)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,7 +56,7 @@ class MDRNN(nn.Module):
         """z: (B, T+1, Z) latents; a, reward, done, mask: (B, T). next_mask marks steps whose
         z_{t+1} lies inside the episode (the last step of an episode has none)."""
         return mixture.prediction_loss(self(z[:, :-1], a), z[:, 1:], reward, done, mask, next_mask,
-                                       self.cfg.reward_weight, self.cfg.done_weight)
+                                       self.cfg.reward_weight, self.cfg.done_weight, self.cfg.done_pos_weight)
 
     # --- the world-model interface -------------------------------------------------------
     def initial_state(self, batch: int) -> State:

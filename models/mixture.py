@@ -63,7 +63,7 @@ class MixtureHead(nn.Linear):
 
 def prediction_loss(
     p: Prediction, z_next: torch.Tensor, reward: torch.Tensor, done: torch.Tensor, mask: torch.Tensor,
-    next_mask: torch.Tensor, reward_weight: float, done_weight: float,
+    next_mask: torch.Tensor, reward_weight: float, done_weight: float, done_pos_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Mixture NLL of z_{t+1} where it lies inside the episode (next_mask), reward MSE and
     done BCE on every real step (mask); all (B, T) but z_next (B, T, Z)."""
@@ -71,9 +71,19 @@ def prediction_loss(
     n, n_next = count_per_rank(mask), count_per_rank(next_mask)
     gmm = (nll * next_mask).sum() / n_next
     mse = ((p.reward - reward).pow(2) * mask).sum() / n
-    bce = (F.binary_cross_entropy_with_logits(p.done_logit, done, reduction="none") * mask).sum() / n
+    bce = done_bce(p.done_logit, done, mask, n, done_pos_weight)
     loss = gmm + reward_weight * mse + done_weight * bce
     return loss, {"loss": loss.detach(), "gmm": gmm.detach(), "reward": mse.detach(), "done": bce.detach()}
+
+
+def done_bce(logit: torch.Tensor, done: torch.Tensor, mask: torch.Tensor, n: torch.Tensor,
+             pos_weight: float) -> torch.Tensor:
+    """Done BCE over the masked steps, the rare done = 1 steps weighted pos_weight times (Ha's
+    Doom M: 10). The dream ends an episode when p(done) > 0.5; with weight w the trained p
+    crosses 0.5 once the true chance of the end exceeds 1 / (1 + w), so deaths M is unsure
+    of still happen in the dream instead of being smoothed away by the unweighted loss."""
+    w = 1 + (pos_weight - 1) * done
+    return (F.binary_cross_entropy_with_logits(logit, done, reduction="none") * w * mask).sum() / n
 
 
 def sample(p: Prediction, temperature: float, noise: Noise) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.mixture import done_bce
 from models.noise import Noise, TorchNoise, categorical
 from models.world_model import State
 from utils.distributed import count_per_rank
@@ -40,6 +41,7 @@ class RSSMConfig:
     kl_weight: float = 1.0
     reward_weight: float = 1.0
     done_weight: float = 1.0
+    done_pos_weight: float = 1.0  # weight of done = 1 steps in the done loss (Ha's Doom: 10)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -169,7 +171,7 @@ class RSSM(nn.Module):
         z_loss = ((z_hat - z).pow(2).sum(-1) * seen).sum() / n_seen / 2  # unit-variance Gaussian NLL
         kl_loss, kl = balanced_kl(post, prior, self._kl, cfg.kl_balance, cfg.free_nats, seen)
         mse = ((r_hat[:, 1:] - reward).pow(2) * mask).sum() / n
-        bce = (F.binary_cross_entropy_with_logits(d_logit[:, 1:], done, reduction="none") * mask).sum() / n
+        bce = done_bce(d_logit[:, 1:], done, mask, n, cfg.done_pos_weight)
         loss = z_loss + cfg.kl_weight * kl_loss + cfg.reward_weight * mse + cfg.done_weight * bce
         return loss, {"loss": loss.detach(), "z": z_loss.detach(), "kl": kl, "reward": mse.detach(),
                       "done": bce.detach()}

@@ -49,6 +49,7 @@ class TSSMConfig:
     head_units: int = 0  # reward and done: 0 linear (Ha), N an MLP of N units (models/mixture.py)
     reward_weight: float = 1.0
     done_weight: float = 1.0
+    done_pos_weight: float = 1.0  # weight of done = 1 steps in the done loss (Ha's Doom: 10)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,7 +147,7 @@ class TSSM(nn.Module):
         a_prev = torch.cat([torch.zeros_like(a[:, :1]), a[:, :-1]], 1)
         p = self.predict(self(z[:, :-1], a_prev), a)
         return mixture.prediction_loss(p, z[:, 1:], reward, done, mask, next_mask,
-                                       self.cfg.reward_weight, self.cfg.done_weight)
+                                       self.cfg.reward_weight, self.cfg.done_weight, self.cfg.done_pos_weight)
 
     # --- the world-model interface -------------------------------------------------------
     def initial_state(self, batch: int) -> State:

@@ -131,3 +131,29 @@ def test_reward_and_done_heads_linear_by_default_or_their_own_mlp() -> None:
     torch.testing.assert_close(after.mu, before.mu)
     torch.testing.assert_close(after.reward, before.reward + 1.0)
     torch.testing.assert_close(after.done_logit, before.done_logit + 1.0)
+
+
+def test_done_pos_weight_lifts_p_done_over_the_dream_threshold_for_rare_ends() -> None:
+    """Ends that happen on 10% of steps: the unweighted loss learns p = 0.1, so the dream
+    (p > 0.5) never ends there; weighting them 10x (Ha's Doom M) learns 10p / (10p + 1 - p)
+    = 0.53, over the threshold. Weight 1 is the plain masked BCE."""
+    from models.mixture import done_bce
+
+    done = (torch.arange(1000) % 10 == 0).float()
+    mask = torch.ones_like(done)
+    n = mask.sum()
+    probe = torch.randn(1000)
+    plain = torch.nn.functional.binary_cross_entropy_with_logits(probe, done)
+    assert torch.allclose(done_bce(probe, done, mask, n, 1.0), plain)
+    for w, expected in ((1.0, 0.1), (10.0, 1 / 1.9)):
+        logit = torch.zeros((), requires_grad=True)
+        opt = torch.optim.Adam([logit], lr=0.05)
+        for _ in range(600):
+            loss = done_bce(logit.expand(1000), done, mask, n, w)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert abs(torch.sigmoid(logit).item() - expected) < 0.01
+    masked = mask.clone()
+    masked[done > 0] = 0  # masked steps count for nothing, however weighted
+    assert done_bce(probe, done, masked, n, 10.0) == done_bce(probe, done, masked, n, 1.0)
