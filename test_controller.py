@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agent.episodes import Episode, random_episode
+from agent.episodes import REAL_Z, Episode, random_episode
 from agent.evaluate import TRAIN_SEEDS, AgentSpec, RealEvaluator, dream_evaluator, load_trained, logdir_env
 from agent.media import Window, write_video
 from data.envs import make_env, time_limit
@@ -46,6 +46,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dream", action="store_true", help="let C act inside M; frames are V's decodings")
     p.add_argument("--temperature", type=float, help="tau of the dream (default: the one C was trained at, or 1)")
     p.add_argument("--max-steps", type=int, help="episode cap (default: the env's time limit)")
+    p.add_argument("--real-z", choices=REAL_Z, default="mean",
+                   help="what a real frame gives M and C: V's mean, or a draw from V's posterior (what M was "
+                        "trained on and dreams; Ha samples)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes for the episodes without video or display (0: this process)")
     p.add_argument("--envs-per-worker", type=int, default=16, help="envs each worker plays in lockstep")
@@ -86,6 +89,7 @@ def main() -> None:
         agent, params, ckpt = None, None, {"env": logdir_env(a.logdir)}
     else:
         agent, params, ckpt = load_trained(a.logdir, a.method, device)
+        agent.real_z = a.real_z
     env_id = ckpt["env"]
     env = make_env(env_id)
     max_steps = a.max_steps or time_limit(env)
@@ -127,7 +131,8 @@ def main() -> None:
             when = f"generation {ckpt['generation']}" if "generation" in ckpt else f"update {ckpt['update']}"
             name, out = f"controller ({when})", f"results{tag}.json"
             episodes = real_episodes(agent, env, params, seeds, max_steps, a, frame_sink,
-                                     AgentSpec(str(a.logdir), ckpt["dynamics"], env_id, ckpt["controller"], "cpu"))
+                                     AgentSpec(str(a.logdir), ckpt["dynamics"], env_id, ckpt["controller"], "cpu",
+                                               a.real_z))
     env.close()
     if window is not None:
         window.close()

@@ -1,6 +1,6 @@
 """The two loops every controller runs in, written once against the world-model interface.
 
-Real env: frame -> z (V, mean) -> observe (M) -> features -> C -> env action.
+Real env: frame -> z (V's mean or a sample) -> observe (M) -> features -> C -> env action.
 Dream:    a batch of rollouts starting from real episode starts, stepped by M.imagine alone.
 """
 
@@ -20,6 +20,7 @@ from models.vae import VAE, frames_to_tensor
 from models.world_model import State, WorldModel
 
 DONE_THRESHOLD = 0.5  # a dream episode ends when p(done) > 0.5 (Ha, Doom)
+REAL_Z = ("mean", "sample")
 
 
 @dataclass
@@ -32,8 +33,14 @@ class Episode:
 class Agent:
     """V, M and C together: what acts, given C's parameter vector."""
 
-    def __init__(self, vae: VAE, m: WorldModel, controller: Controller, device: torch.device) -> None:
-        self.vae, self.m, self.c, self.device = vae, m, controller, device
+    def __init__(
+        self, vae: VAE, m: WorldModel, controller: Controller, device: torch.device, real_z: str = "mean",
+    ) -> None:
+        """real_z: what a real frame gives M and C, V's mean ("mean") or a draw from V's
+        posterior ("sample"), which is what M was trained on and what its dream produces."""
+        if real_z not in REAL_Z:
+            raise ValueError(f"real_z must be one of {REAL_Z}, not {real_z!r}")
+        self.vae, self.m, self.c, self.device, self.real_z = vae, m, controller, device, real_z
 
     @torch.no_grad()
     def real_episodes(
@@ -58,9 +65,10 @@ class Agent:
     def step(
         self, state: State, a_prev: torch.Tensor | None, frames: np.ndarray, params: torch.Tensor, noise: Noise,
     ) -> tuple[State, torch.Tensor]:
-        """One real step for a batch of frames (B, 64, 64, 3): V's z (mean), M's filtered
-        state after a_prev (as M takes it), and C's actions."""
-        z = self.vae.sample(self.vae.encode(frames_to_tensor(torch.from_numpy(frames), self.device)), mean=True)
+        """One real step for a batch of frames (B, 64, 64, 3): V's z (mean or sample, drawn
+        from the episode's noise), M's filtered state after a_prev (as M takes it), and C's actions."""
+        stats = self.vae.encode(frames_to_tensor(torch.from_numpy(frames), self.device))
+        z = self.vae.sample(stats, mean=self.real_z == "mean", noise=noise)
         state = self.m.observe(state, z, a_prev)
         return state, self.c.act(self.m.features(state), params, noise)
 
@@ -73,12 +81,15 @@ class Agent:
         frames, seeds (B,). Returns (return, steps, z per step if record). An episode ends when
         p(done) > 0.5 or at max_steps. Reward: M's reward head, or +1 per step survived when
         `survival` (Ha's TakeCover dream). Rows never interact, so a batch gives the same
-        results as its rows run one by one."""
+        results as its rows run one by one. Without `record`, finished rows leave the batch
+        once a quarter of it has ended: a population's dreams differ in length many times
+        over, and M would otherwise keep stepping the dead ones until the longest ends."""
         noise = noise or SeededNoise(seeds)
         B = len(params)
         params, starts = params.to(self.device), starts.to(self.device)
         z = self.vae.sample(starts, mean=True)
         state = self.m.observe(self.m.initial_state(B), z, None)
+        rows = torch.arange(B, device=self.device)  # which episode each row of the batch is
         alive = torch.ones(B, dtype=torch.bool, device=self.device)
         ret = torch.zeros(B, device=self.device)
         steps = torch.zeros(B, dtype=torch.long, device=self.device)
@@ -86,13 +97,18 @@ class Agent:
         for _ in range(max_steps):
             a = self.c.act(self.m.features(state), params, noise)
             state, z, r, p_done = self.m.imagine(state, self.c.m_input(a), temperature, noise)
-            ret += torch.where(alive, torch.ones_like(r) if survival else r, torch.zeros_like(r))
-            steps += alive.long()
+            ret.index_add_(0, rows, torch.where(alive, torch.ones_like(r) if survival else r, torch.zeros_like(r)))
+            steps.index_add_(0, rows, alive.long())
             if record:
                 zs.append(z)
             alive &= p_done <= DONE_THRESHOLD
             if not alive.any():
                 break
+            if not record and isinstance(noise, SeededNoise) and 4 * int(alive.sum()) <= 3 * len(alive):
+                keep = alive.nonzero()[:, 0]
+                state = {k: v[keep] for k, v in state.items()}
+                params = params[keep] if params.dim() == 2 else params
+                rows, alive, noise = rows[keep], alive[keep], noise.take(keep)
         return ret.cpu(), steps.cpu(), zs
 
 

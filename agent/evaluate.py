@@ -45,6 +45,7 @@ class AgentSpec:
     env_id: str
     controller: dict
     device: str = "cpu"
+    real_z: str = "mean"  # Agent's real_z
 
 
 def logdir_env(logdir: Path) -> str:
@@ -87,7 +88,7 @@ def load_trained(logdir: Path, method: str, device: torch.device) -> tuple[Agent
 def load_agent(spec: AgentSpec) -> Agent:
     device = torch.device(spec.device)
     vae, m, _ = load_world(Path(spec.logdir), spec.dynamics, device)
-    return Agent(vae, m, make_controller(spec.controller), device)
+    return Agent(vae, m, make_controller(spec.controller), device, spec.real_z)
 
 
 def _init_worker(spec: AgentSpec, max_steps: int | None) -> dict[str, Any]:

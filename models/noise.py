@@ -57,6 +57,12 @@ class SeededNoise:
         h = _mix((key.unsqueeze(1) + torch.arange(n, device=device)) & _MASK)
         return ((h.double() + 0.5) / 2.0**32).float().clamp_(1e-7, 1 - 1e-7).reshape(shape)
 
+    def take(self, rows: torch.Tensor) -> SeededNoise:
+        """The streams of `rows` alone, each going on exactly where it was."""
+        part = SeededNoise(torch.zeros(0))
+        part.keys, part.calls = self.keys[rows.to(self.keys.device)], self.calls
+        return part
+
     def normal(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         """Box-Muller on two uniform draws."""
         u1, u2 = self.uniform(shape, device), self.uniform(shape, device)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.noise import Noise, categorical
 from utils.device import to_device
 
 
@@ -71,13 +72,16 @@ class VAE(nn.Module):
         logits = stats.view(*stats.shape[:-1], cfg.latent_size, cfg.classes)
         return 0.99 * logits.softmax(-1) + 0.01 / cfg.classes
 
-    def sample(self, stats: torch.Tensor, mean: bool = False) -> torch.Tensor:
-        """z from statistics: reparameterised Gaussian, or straight-through one-hots."""
+    def sample(self, stats: torch.Tensor, mean: bool = False, noise: Noise | None = None) -> torch.Tensor:
+        """z from statistics: reparameterised Gaussian, or straight-through one-hots.
+        noise: where the draws come from, one row per batch row (None: torch's generator)."""
         cfg = self.cfg
         if cfg.discrete:
             probs = self.class_probs(stats)
             if mean:
                 idx = probs.argmax(-1)
+            elif noise is not None:
+                idx = categorical(probs.log(), noise.uniform(tuple(probs.shape[:-1]), probs.device))
             else:
                 idx = torch.multinomial(probs.reshape(-1, cfg.classes), 1).view(probs.shape[:-1])
             onehot = F.one_hot(idx, cfg.classes).to(probs.dtype)
@@ -85,7 +89,8 @@ class VAE(nn.Module):
         mu, logvar = stats.chunk(2, -1)
         if mean:
             return mu
-        return mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        eps = torch.randn_like(mu) if noise is None else noise.normal(tuple(mu.shape), mu.device)
+        return mu + eps * (0.5 * logvar).exp()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         h = self.from_z(z)

@@ -112,6 +112,44 @@ def test_batched_dreams_equal_dreams_one_by_one(grid_world, dynamics) -> None:
     assert len(set(steps.tolist())) > 1 or len(set(ret.tolist())) > 1  # the rows really differ
 
 
+class RandomEnds:
+    """A stand-in M whose dreams end at seed-driven random times (about 1 in 6 steps), so a
+    batch of them keeps shrinking: z_{t+1} = z_t + a_t + noise, reward = sum(z)."""
+
+    z_size, action_size, feature_size = 3, 4, 3
+
+    def initial_state(self, batch: int) -> dict:
+        return {"z": torch.zeros(batch, 3)}
+
+    def observe(self, state: dict, z: torch.Tensor, a_prev: torch.Tensor | None) -> dict:
+        return {"z": z}
+
+    def imagine(self, state: dict, a: torch.Tensor, temperature: float = 1.0, noise=None) -> tuple:
+        z = state["z"] + a[:, :3] + temperature * noise.normal((len(a), 3), a.device)
+        return {"z": z}, z, z.sum(-1), noise.uniform((len(a),), a.device) ** 4
+
+    def features(self, state: dict) -> torch.Tensor:
+        return state["z"]
+
+
+def test_dreams_that_end_leave_the_batch_without_changing_any_result() -> None:
+    """The dream drops finished rows from the batch (without --record it compacts); every
+    row still gets what it gets alone, and what the uncompacted (record) batch gives."""
+    from models.vae import VAE, VAEConfig
+
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(width=4, latent_size=3))
+    agent = Agent(vae, RandomEnds(), LinearController(ControllerConfig(3, 4, True)), torch.device("cpu"))
+    params, starts, seeds = torch.randn(32, 16), torch.randn(32, 6), torch.arange(32) * 7
+    ret, steps, _ = agent.dream(params, starts, seeds, 1.0, 40, survival=False)
+    whole, whole_steps, _ = agent.dream(params, starts, seeds, 1.0, 40, survival=False, record=True)
+    assert torch.equal(steps, whole_steps) and torch.allclose(ret, whole, atol=1e-5)
+    assert (steps < 40).sum() >= 24 and len(set(steps.tolist())) >= 8  # the batch did shrink, unevenly
+    for i in (0, 5, 31):
+        r1, s1, _ = agent.dream(params[i : i + 1], starts[i : i + 1], seeds[i : i + 1], 1.0, 40, survival=False)
+        assert torch.equal(s1, steps[i : i + 1]) and torch.allclose(r1, ret[i : i + 1], atol=1e-5)
+
+
 def test_a_dying_worker_is_retried(logdir, tmp_path) -> None:
     marker = tmp_path / "died-once"
     env = {**os.environ, "FLAKY_MARKER": str(marker)}
@@ -176,3 +214,15 @@ def test_display_without_a_screen_is_a_clear_error(logdir) -> None:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "xvfb-run" in proc.stderr
 
+
+
+def test_sampled_real_z_episodes_depend_on_their_seeds_only(logdir) -> None:
+    """--real-z sample draws V's posterior from the episode's seed: in this process or in
+    two workers the same episodes come out, and the run records the flag."""
+    trainagent(logdir, "--dream", "--generations", "1")
+    runs = []
+    for workers in ("0", "2"):
+        run_script("test_controller.py", "--logdir", str(logdir), "--episodes", "6", "--real-z", "sample",
+                   "--workers", workers)
+        runs.append(json.loads((logdir / "eval" / "results.json").read_text()))
+    assert runs[0]["episodes"] == runs[1]["episodes"] and "--real-z sample" in runs[1]["command"]

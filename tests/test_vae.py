@@ -163,3 +163,25 @@ def test_bad_dataset_is_one_clear_line(small_data, tmp_path, case) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     expected = {"missing": "does not exist", "empty": "holds no rollout", "corrupt": "rollout_000001.npz"}[case]
     assert expected in proc.stderr
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_seeded_samples_follow_the_posterior_and_depend_on_the_seed_only(discrete) -> None:
+    """What --real-z sample feeds M: a row's draw is fixed by its episode seed, whatever
+    the batch, and follows V's posterior (mean and spread, or the class probabilities)."""
+    from models.noise import SeededNoise
+
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(width=4, latent_size=3, discrete=discrete, classes=4))
+    size = 3 * 4 if discrete else 6
+    stats = torch.randn(1, size).expand(20000, size)
+    z = vae.sample(stats, noise=SeededNoise(torch.arange(20000)))
+    again = vae.sample(stats[:5], noise=SeededNoise(torch.tensor([4, 3, 2, 1, 0])))
+    assert torch.equal(again, z[:5].flip(0))
+    if discrete:
+        freq = z.view(-1, 3, 4).mean(0)
+        assert torch.allclose(freq, vae.class_probs(stats[:1])[0], atol=0.015)
+    else:
+        mu, logvar = stats[0].chunk(2)
+        assert torch.allclose(z.mean(0), mu, atol=0.05)
+        assert torch.allclose(z.std(0), (0.5 * logvar).exp(), rtol=0.05)
