@@ -12,6 +12,9 @@
    16 envs in lockstep (--envs-per-worker), where V, M and C run batched.
 Weights are untrained: inference costs the same, and the done head is biased so that no
 dream ends early.
+4. With --logdir, a first CMA-ES generation (sigma 0.1 around zero) dreamt in that logdir's
+   trained M at its env's time limit, where dreams end at uneven times: seconds with finished
+   dreams leaving the batch against the whole batch stepped to the end (ratio).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.episodes import Agent, random_episode
-from data.envs import make_env
+from agent.evaluate import dream_evaluator, load_world, logdir_env
+from data.envs import make_env, time_limit
 from models.controller import ControllerConfig, LinearController
 from models.mdrnn import MDRNN, MDRNNConfig
 from models.vae import VAE, VAEConfig
@@ -72,6 +76,29 @@ def real_rate(env_id: str, agent: Agent | None, n_envs: int, episodes: int) -> f
     return rate
 
 
+def uneven_dreams(logdir: Path, pop: int, samples: int, temperature: float) -> None:
+    """Part 4: a real first generation in a trained M, compacted against the whole batch
+    (record=True keeps every row to the end)."""
+    cpu = torch.device("cpu")
+    vae, m, ids = load_world(logdir, "mdrnn", cpu)
+    env = make_env(logdir_env(logdir))
+    space, limit = env.action_space, time_limit(env)
+    agent = Agent(vae, m, LinearController(ControllerConfig.for_space(m.feature_size, space)), cpu)
+    dreams = dream_evaluator(agent, logdir, ids["vae"], temperature, limit, True, held_out=False)
+    n = pop * samples
+    params = 0.1 * torch.randn(n, agent.c.cfg.n_params, generator=torch.Generator().manual_seed(0))
+    seeds = torch.arange(n)
+    times = {}
+    for record in (False, True):
+        t = time.perf_counter()
+        _, steps, _ = agent.dream(params, dreams.starts_for(seeds), seeds, temperature, limit, True, record=record)
+        times[record] = time.perf_counter() - t
+    print(f"first generation in {logdir}'s M, {pop} x {samples} dreams, tau {temperature}, cap {limit}: dreams "
+          f"last {steps.float().mean():.0f} steps on average, {int(steps.max())} at most; {times[False]:.1f} s "
+          f"with finished dreams leaving the batch, {times[True]:.1f} s stepping the whole batch: "
+          f"ratio {times[True] / times[False]:.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pop-size", type=int, default=64)
@@ -82,6 +109,8 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=256, help="M's LSTM size for the real-env part")
     p.add_argument("--episodes", type=int, default=16, help="real episodes per measurement")
     p.add_argument("--envs-per-worker", type=int, default=16)
+    p.add_argument("--logdir", type=Path, help="also time a dream generation in this logdir's trained MDN-RNN")
+    p.add_argument("--temperature", type=float, default=1.15, help="tau of the --logdir dreams")
     a = p.parse_args()
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
@@ -105,6 +134,9 @@ def main() -> None:
         rate = real_rate(a.env, agent, n_envs, a.episodes)
         print(f"  with V (z {a.z}), M (LSTM {a.hidden}) and C acting, {n_envs} env(s) in lockstep: "
               f"{rate:,.0f} frames/s = {rate / raw:.2f} of the raw env (target >= 0.75)")
+    if a.logdir:
+        with torch.no_grad():
+            uneven_dreams(a.logdir, a.pop_size, a.n_samples, a.temperature)
 
 
 if __name__ == "__main__":
