@@ -85,9 +85,13 @@ def test_resumed_search_continues_exactly(logdir, tmp_path) -> None:
     proc = trainagent(other, "--dream", "--generations", "4")
     assert "resuming" in proc.stdout
     strip = lambda ms: [{k: v for k, v in x.items() if k != "seconds"} for x in ms]  # noqa: E731
-    assert strip(metrics(other)) == strip(metrics(logdir))  # nothing lost, nothing logged twice
+    resumed, whole = strip(metrics(other)), strip(metrics(logdir))
+    assert [x.keys() for x in resumed] == [x.keys() for x in whole]  # nothing lost, nothing logged twice
+    # the same up to float32 rounding: torch's multithreaded CPU kernels are not bit-stable
+    # across processes (CI once saw a first generation's fitness differ in the 7th digit)
+    assert all(r == pytest.approx(w, rel=1e-5) for r, w in zip(resumed, whole, strict=True)), (resumed, whole)
     a, b = (load_checkpoint(d / "agent" / "cmaes" / "best.pt") for d in (logdir, other))
-    assert torch.equal(a["params"], b["params"])
+    assert torch.allclose(a["params"], b["params"], rtol=1e-5, atol=1e-6)
 
 
 def test_changed_search_settings_are_refused_on_resume(logdir) -> None:
