@@ -48,13 +48,20 @@ class Agent:
         on_frame: Callable[[int, np.ndarray], None] | None = None,
     ) -> list[Episode]:
         """Episodes in len(envs) real envs in lockstep, row b playing params[b] (or one shared
-        (P,) vector): V, M and C run once per step for the whole batch."""
+        (P,) vector): V, M and C run once per step for the envs still playing, as one batch."""
         state, a_prev = self.m.initial_state(len(envs)), None
         params = params.to(self.device)
         noise = SeededNoise(torch.tensor(seeds))  # a sampling C's choices depend on the episode seed only
+        held = list(range(len(envs)))  # the envs whose rows state, a_prev, params and noise hold
 
-        def policy(frames: np.ndarray) -> list[Any]:
-            nonlocal state, a_prev
+        def policy(frames: np.ndarray, rows: list[int]) -> list[Any]:
+            nonlocal state, a_prev, params, noise, held
+            if rows != held:  # finished envs leave the batch: V, M and C skip them from now on
+                keep = torch.tensor([held.index(b) for b in rows], device=self.device)
+                state = {k: v[keep] for k, v in state.items()}
+                a_prev = None if a_prev is None else a_prev[keep]
+                params = params[keep] if params.dim() == 2 else params
+                noise, held = noise.take(keep), rows
             state, a = self.step(state, a_prev, frames, params, noise)
             a_prev = self.c.m_input(a)
             return [to_env(row) for row in a]
@@ -113,26 +120,24 @@ class Agent:
 
 
 def play(
-    envs: list[gym.Env], policy: Callable[[np.ndarray], list[Any]], seeds: list[int], max_steps: int | None = None,
-    on_frame: Callable[[int, np.ndarray], None] | None = None,
+    envs: list[gym.Env], policy: Callable[[np.ndarray, list[int]], list[Any]], seeds: list[int],
+    max_steps: int | None = None, on_frame: Callable[[int, np.ndarray], None] | None = None,
 ) -> list[Episode]:
-    """One episode per env in lockstep: policy(frames (B, 64, 64, 3)) -> B actions. Finished
-    envs keep their last frame and are no longer stepped. on_frame(b, frame) sees every frame."""
+    """One episode per env in lockstep: policy(frames (B, 64, 64, 3), rows) -> B actions for
+    the B envs still playing, `rows` naming them (a shrinking, ordered subset of 0..len(envs)-1).
+    Finished envs are no longer stepped. on_frame(b, frame) sees every frame."""
     obs, episodes = [], []
     for env, seed in zip(envs, seeds, strict=True):
         o, info = env.reset(seed=seed)
         obs.append(o)
         episodes.append(Episode(float(info.get("reset_return", 0.0)), 0))
     active = [True] * len(envs)
-    while any(active):
+    while rows := [b for b in range(len(envs)) if active[b]]:
         if on_frame is not None:
-            for b in (b for b in range(len(envs)) if active[b]):
+            for b in rows:
                 on_frame(b, obs[b])
-        actions = policy(np.stack(obs))
-        for b, env in enumerate(envs):
-            if not active[b]:
-                continue
-            obs[b], r, terminated, truncated, info = env.step(actions[b])
+        for b, action in zip(rows, policy(np.stack([obs[b] for b in rows]), rows), strict=True):
+            obs[b], r, terminated, truncated, info = envs[b].step(action)
             ep = episodes[b]
             ep.ret, ep.steps = ep.ret + r, ep.steps + 1
             if "success" in info:
@@ -147,7 +152,7 @@ def play(
 def random_episode(env: gym.Env, seed: int, max_steps: int | None = None) -> Episode:
     """The baseline: uniformly random actions, seeded like the env."""
     env.action_space.seed(seed)
-    return play([env], lambda _: [env.action_space.sample()], [seed], max_steps)[0]
+    return play([env], lambda _, rows: [env.action_space.sample()], [seed], max_steps)[0]
 
 
 def to_env(a: torch.Tensor) -> Any:

@@ -2,9 +2,9 @@
 
 P(z_{t+1} | z_t, a_t, h_t) is, for every latent dimension separately, a mixture of K
 Gaussians with that dimension's own mixture weights (Ha & Schmidhuber 2018, section 2.2).
-Reward and done heads read the same hidden state. The step-wise `imagine` runs the very
-same nn.LSTM on a length-1 sequence, so sequence training and stepping share weights and
-agree exactly.
+Reward and done heads read the same hidden state. The step-wise `observe` and `imagine`
+run the nn.LSTM's own weights as a cell, so sequence training and stepping share weights
+and agree to float rounding.
 """
 
 from __future__ import annotations
@@ -65,9 +65,12 @@ class MDRNN(nn.Module):
         return {"h": zeros, "c": zeros, "z": p.new_zeros(batch, self.z_size)}
 
     def _advance(self, state: State, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([state["z"], a], -1).unsqueeze(1)
-        _, (h, c) = self.rnn(x, (state["h"].unsqueeze(0), state["c"].unsqueeze(0)))
-        return h[0], c[0]
+        """One step of self.rnn's layer as an LSTM cell: the same weights and arithmetic, but
+        nn.LSTM's call on a length-1 sequence costs 0.8 ms at LSTM 512 on one CPU thread
+        against the cell's 0.3 (batch 1) to 0.6 (batch 16)."""
+        rnn = self.rnn
+        return torch.lstm_cell(torch.cat([state["z"], a], -1), (state["h"], state["c"]),
+                               rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
 
     def observe(self, state: State, z: torch.Tensor, a_prev: torch.Tensor | None) -> State:
         if a_prev is None:

@@ -19,6 +19,7 @@ import torch
 from agent.episodes import Agent
 from agent.evaluate import DreamEvaluator, load_world
 from data.dataset import open_dataset
+from data.envs import make_env
 from data.latents import cached_dataset, latent_cache
 from models.controller import ControllerConfig, LinearController
 from tests.conftest import ROOT, run_script
@@ -152,6 +153,21 @@ def test_dreams_that_end_leave_the_batch_without_changing_any_result() -> None:
     for i in (0, 5, 31):
         r1, s1, _ = agent.dream(params[i : i + 1], starts[i : i + 1], seeds[i : i + 1], 1.0, 40, survival=False)
         assert torch.equal(s1, steps[i : i + 1]) and torch.allclose(r1, ret[i : i + 1], atol=1e-5)
+
+
+def test_real_envs_in_lockstep_play_each_episode_as_alone(grid_world) -> None:
+    """Envs that finish leave V, M and C's batch; the others' episodes do not change, with a
+    sampling C and sampled z (each row's noise stream must follow it as the batch shrinks)."""
+    cpu = torch.device("cpu")
+    vae, m, _ = load_world(grid_world, "mdrnn", cpu)
+    agent = Agent(vae, m, LinearController(ControllerConfig(m.feature_size, 4, True, sample=True)), cpu, "sample")
+    seeds = list(range(40, 52))
+    params = torch.from_numpy(np.random.default_rng(1).normal(0, 3, (len(seeds), agent.c.cfg.n_params))).float()
+    together = agent.real_episodes([make_env("GridWorld-v0") for _ in seeds], params, seeds, 30)
+    assert len({e.steps for e in together}) >= 4  # the batch shrank unevenly
+    env = make_env("GridWorld-v0")
+    alone = [agent.real_episodes([env], params[b : b + 1], [s], 30)[0] for b, s in enumerate(seeds)]
+    assert [(e.ret, e.steps) for e in alone] == [(e.ret, e.steps) for e in together]  # rewards come from the env
 
 
 def test_a_dying_worker_is_retried(logdir, tmp_path) -> None:
