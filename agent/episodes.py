@@ -58,10 +58,9 @@ class Agent:
             nonlocal state, a_prev, params, noise, held
             if rows != held:  # finished envs leave the batch: V, M and C skip them from now on
                 keep = torch.tensor([held.index(b) for b in rows], device=self.device)
-                state = {k: v[keep] for k, v in state.items()}
+                state, params, noise = keep_rows(keep, state, params, noise)
                 a_prev = None if a_prev is None else a_prev[keep]
-                params = params[keep] if params.dim() == 2 else params
-                noise, held = noise.take(keep), rows
+                held = rows
             state, a = self.step(state, a_prev, frames, params, noise)
             a_prev = self.c.m_input(a)
             return [to_env(row) for row in a]
@@ -115,10 +114,17 @@ class Agent:
                 break
             if not record and isinstance(noise, SeededNoise) and 4 * int(alive.sum()) <= 3 * len(alive):
                 keep = alive.nonzero()[:, 0]
-                state = {k: v[keep] for k, v in state.items()}
-                params = params[keep] if params.dim() == 2 else params
-                rows, alive, noise = rows[keep], alive[keep], noise.take(keep)
+                state, params, noise = keep_rows(keep, state, params, noise)
+                rows, alive = rows[keep], alive[keep]
         return ret.cpu(), steps.cpu(), zs
+
+
+def keep_rows(keep: torch.Tensor, state: State, params: torch.Tensor, noise: SeededNoise,
+              ) -> tuple[State, torch.Tensor, SeededNoise]:
+    """The batch rows `keep` of M's state, C's parameters (one shared (P,) vector stays) and
+    the noise streams, each row going on where it was: how finished episodes leave a batch."""
+    params = params[keep] if params.dim() == 2 else params
+    return {k: v[keep] for k, v in state.items()}, params, noise.take(keep)
 
 
 def play(

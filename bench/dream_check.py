@@ -47,14 +47,17 @@ def main() -> None:
     cfgs = {"random": ControllerConfig(m.feature_size, n, True, sample=True)}
     cfgs |= {f"action {k} always": ControllerConfig(m.feature_size, n, True) for k in range(n)}
     seeds = [TRAIN_SEEDS + i for i in range(a.episodes)]
+    dream_seeds = torch.arange(a.dreams)
+    starts = dream_evaluator(Agent(vae, m, LinearController(cfgs["random"]), cpu), a.logdir, ids["vae"],
+                             a.temperature, limit, a.survival, held_out=True).starts_for(dream_seeds)
     print(f"{a.logdir}, tau {a.temperature}: dream ({a.dreams} dreams) against real ({a.episodes} episodes)")
     for i, (name, cfg) in enumerate(cfgs.items()):
         agent = Agent(vae, m, LinearController(cfg), cpu)
-        params = np.zeros((a.dreams, cfg.n_params), np.float32)
+        params = torch.zeros(a.dreams, cfg.n_params)
         if i:
             params[:, m.feature_size * n + i - 1] = 1.0
-        dreams = dream_evaluator(agent, a.logdir, ids["vae"], a.temperature, limit, a.survival, held_out=True)
-        dreamt, _ = dreams(params, list(range(a.dreams)))
+        with torch.no_grad():
+            dreamt = agent.dream(params, starts, dream_seeds, a.temperature, limit, a.survival)[0].double().numpy()
         if i:
             real = [play([env], lambda _f, _rows, k=i - 1: [k], [s])[0] for s in seeds]
         else:
