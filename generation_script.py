@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from agent.evaluate import load_trained
+from agent.evaluate import check_env_fits, load_trained
 from agent.policy import ControllerSpec, init_controller_generator
 from data.collect import EpisodeJob, generate_episode, init_generator
 from data.dataset import (
@@ -40,7 +40,10 @@ from data.rollouts import write_rollout_bytes
 from utils.cli import run_main
 from utils.device import resolve_device
 from utils.io import TMP_MARK, remove_stale_tmp
+from utils.logdir import writable_dir
 from utils.parallel import open_pool
+from utils.runs import append_run
+from utils.upstream import DYNAMICS
 
 META_EVERY_S = 5.0
 
@@ -59,6 +62,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--policy", choices=[*POLICIES, "controller"], default="auto",
                    help="auto: brownian for continuous actions, sticky for discrete; controller: --logdir's trained C")
     p.add_argument("--logdir", type=Path, help="--policy controller: the logdir holding V, M and C")
+    p.add_argument("--dynamics", choices=list(DYNAMICS), default="mdrnn", help="--policy controller: which M's C")
     p.add_argument("--method", choices=["cmaes", "ac"], default="cmaes", help="--policy controller: which C")
     p.add_argument("--noise", type=float, default=0.1,
                    help="--policy controller: random-action probability (discrete) or Gaussian std in half box "
@@ -83,11 +87,16 @@ def parse_args() -> argparse.Namespace:
 def controller_source(args: argparse.Namespace) -> tuple[ControllerSpec, dict]:
     """Load C once here (a clear error if it is missing or stale) and say what it is."""
     device = resolve_device(args.device)
-    _, _, ckpt = load_trained(args.logdir, args.method, device)
+    _, _, ckpt = load_trained(args.logdir, args.dynamics, args.method, device)
+    if args.env and args.env != ckpt["env"]:
+        env = make_env(args.env)
+        env.close()
+        check_env_fits(args.logdir, args.env, env.action_space)
     args.env = args.env or ckpt["env"]
     args.rootdir = args.rootdir or cached_dataset(args.logdir) / f"controller_{ckpt['id'][:8]}"
-    spec = ControllerSpec(str(args.logdir.resolve()), args.method, args.noise, str(device))
-    return spec, {"logdir": spec.logdir, "method": args.method, "c_id": ckpt["id"], "noise": args.noise}
+    spec = ControllerSpec(str(args.logdir.resolve()), args.dynamics, args.method, args.noise, str(device))
+    return spec, {"logdir": spec.logdir, "dynamics": args.dynamics, "method": args.method, "c_id": ckpt["id"],
+                  "noise": args.noise}
 
 
 def dataset_meta(args: argparse.Namespace, controller: dict | None) -> dict:
@@ -111,13 +120,13 @@ def dataset_meta(args: argparse.Namespace, controller: dict | None) -> dict:
 
 
 def main() -> None:
+    started = time.monotonic()
     args = parse_args()
     spec, controller = controller_source(args) if args.policy == "controller" else (None, None)
     args.env = args.env or "GridWorld-v0"
     args.rootdir = args.rootdir or Path("datasets") / args.env
     meta = dataset_meta(args, controller)
-    root: Path = args.rootdir
-    root.mkdir(parents=True, exist_ok=True)
+    root: Path = writable_dir(args.rootdir)
     remove_stale_tmp(root)
 
     old = read_meta(root) or {}
@@ -161,6 +170,7 @@ def main() -> None:
         save_meta()
         remove_stale_tmp(root)
 
+    append_run(root, started)
     elapsed = time.monotonic() - t0
     returns = [s["return"] for s in stats.values()]
     frames = sum(s["frames"] for s in stats.values())

@@ -32,12 +32,12 @@ def stage(script: str, *args: str) -> None:
 
 def score_line(eval_dir: Path) -> str:
     """The controller's score next to the random policy's, on the same 200 unseen episodes."""
-    res = {k: json.loads((eval_dir / f"{k}.json").read_text()) for k in ("results", "random")}
+    res = {k: json.loads((eval_dir / f"{k}.json").read_text()) for k in ("mdrnn_cmaes", "random")}
 
     def text(r: dict) -> str:
         success = f", success {100 * r['success_rate']:.1f}%" if "success_rate" in r else ""
         return f"{r['mean']:.3f} +/- {r['std']:.3f}{success}"
-    return f"controller: {text(res['results'])}   |   random policy: {text(res['random'])}"
+    return f"controller: {text(res['mdrnn_cmaes'])}   |   random policy: {text(res['random'])}"
 
 
 def main() -> None:
@@ -48,6 +48,8 @@ def main() -> None:
     p.add_argument("--rollouts", type=int, default=1500)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="seed of every stage (the test episodes stay the same)")
+    p.add_argument("--results", metavar="DIR",
+                   help="also write the ledger files DIR/quickstart_seed<S>.json and DIR/random_policy.json")
     a = p.parse_args()
     dataset = f"datasets/{a.env}" + (f"-seed{a.seed}" if a.seed else "")
     seed = ("--seed", str(a.seed))
@@ -59,8 +61,10 @@ def main() -> None:
     stage("trainagent.py", "--method", "cmaes", "--logdir", a.logdir, "--pop-size", "32", "--n-samples", "8",
           "--generations", "80", "--eval-every", "5", "--eval-episodes", "100", "--discrete", "sample",
           "--max-workers", str(a.threads), *seed)
-    stage("test_controller.py", "--logdir", a.logdir, "--episodes", "200", "--random")
-    stage("test_controller.py", "--logdir", a.logdir, "--episodes", "200", "--video", "2", "--workers", str(a.threads))
+    ledger = (lambda name: ("--results", f"{a.results}/{name}.json")) if a.results else (lambda name: ())
+    stage("test_controller.py", "--logdir", a.logdir, "--episodes", "200", "--random", *ledger("random_policy"))
+    stage("test_controller.py", "--logdir", a.logdir, "--episodes", "200", "--video", "2", "--workers", str(a.threads),
+          *ledger(f"quickstart_seed{a.seed}"))
     print(f"\nquickstart done: V's reconstructions in {a.logdir}/vae/samples/, M's dreams in "
           f"{a.logdir}/dynamics/mdrnn/dreams/, C's episodes in {a.logdir}/eval/videos/")
     print(score_line(Path(a.logdir) / "eval"))

@@ -1,15 +1,17 @@
-"""Stage 5: evaluate the trained controller (agent/<method>/best.pt) over many episodes.
+"""Stage 5: evaluate a trained controller (agent/<dynamics>/<method>/best.pt) over many episodes.
 
     python test_controller.py --logdir exp --episodes 100 --video 3
-    python test_controller.py --logdir exp --method ac          # the actor-critic instead of CMA-ES's C
+    python test_controller.py --logdir exp --dynamics rssm --method ac   # the actor-critic on the RSSM
+    python test_controller.py --logdir exp --episodes 100 --results results/my_run_seed0.json
     python test_controller.py --logdir exp --random            # the random-policy baseline
     python test_controller.py --logdir exp --dream --video 2   # C acting inside M, decoded by V
     xvfb-run -s "-screen 0 1400x900x24" python test_controller.py --logdir exp --display --episodes 3
 
 Seeds start at 2^30 by default, above every seed trainagent.py uses, so these episodes were
-never seen in training. Prints mean +/- std, min and max; writes eval/results.json (or
-random.json, dream_results.json; the actor-critic's carry an _ac suffix) with every episode
-and the exact command, and MP4s of the first --video episodes to eval/videos/.
+never seen in training. Prints mean +/- std, min and max; writes eval/<dynamics>_<method>.json
+(or random.json, <dynamics>_<method>_dream.json) with every episode and the exact command,
+and MP4s of the first --video episodes to eval/videos/. --results also writes the run's
+ledger file: every episode, and every stage's seed, commands and wall time (utils/ledger.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +31,18 @@ from agent.episodes import REAL_Z, Episode, random_episode
 from agent.evaluate import TRAIN_SEEDS, AgentSpec, RealEvaluator, dream_evaluator, load_trained, logdir_env
 from agent.media import Window, write_video
 from data.envs import make_env, time_limit
-from utils.cli import run_main
+from data.latents import cached_dataset
+from utils.cli import UserError, run_main
 from utils.device import resolve_device
 from utils.io import write_json
-from utils.logdir import StageDir
+from utils.ledger import stages, write_record
+from utils.upstream import DYNAMICS
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--logdir", type=Path, required=True)
+    p.add_argument("--dynamics", choices=list(DYNAMICS), default="mdrnn", help="which M's C")
     p.add_argument("--method", choices=["cmaes", "ac"], default="cmaes", help="which trained C")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--seed", type=int, default=TRAIN_SEEDS, help="first episode seed (training uses < 2^30)")
@@ -54,6 +60,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--envs-per-worker", type=int, default=16, help="envs each worker plays in lockstep")
     p.add_argument("--ray", metavar="ADDRESS", help="workers as Ray actors ('auto' or a cluster address)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--results", type=Path, metavar="FILE.json",
+                   help="also write the run's ledger file (commit it under results/; RESULTS.md is made from those)")
     a = p.parse_args()
     if a.envs_per_worker < 1:
         p.error("--envs-per-worker must be >= 1")
@@ -61,9 +69,20 @@ def parse_args() -> argparse.Namespace:
         p.error("--episodes must be >= 1; --video, --workers and --seed >= 0")
     if a.random and a.dream:
         p.error("--random plays the real env; it cannot go with --dream")
+    if a.results is not None:
+        check_writable(a.results)
     if a.seed < TRAIN_SEEDS:
         print(f"warning: seeds below {TRAIN_SEEDS} may repeat episodes seen in training")
     return a
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any episode is played if the ledger file cannot be written."""
+    if path.suffix != ".json":
+        raise UserError(f"--results {path}: give a .json file name")
+    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UserError(f"--results {path}: {folder} is not a writable folder")
 
 
 def summary(episodes: list[Episode]) -> dict:
@@ -82,13 +101,13 @@ def describe(name: str, s: dict, n: int) -> str:
 
 
 def main() -> None:
+    started = time.monotonic()
     a = parse_args()
     device = resolve_device(a.device)
-    stage = StageDir(a.logdir, f"agent/{a.method}")
     if a.random:  # no C needed: the env M's dataset came from
         agent, params, ckpt = None, None, {"env": logdir_env(a.logdir)}
     else:
-        agent, params, ckpt = load_trained(a.logdir, a.method, device)
+        agent, params, ckpt = load_trained(a.logdir, a.dynamics, a.method, device)
         agent.real_z = a.real_z
     env_id = ckpt["env"]
     env = make_env(env_id)
@@ -96,8 +115,8 @@ def main() -> None:
     fps = int(env.metadata.get("render_fps") or 30)
     seeds = [a.seed + i for i in range(a.episodes)]
     window = Window(f"{env_id} ({'dream' if a.dream else 'real'})", fps) if a.display else None
-    videos = stage.logdir / "eval" / "videos"
-    tag = "" if a.method == "cmaes" else f"_{a.method}"  # each C's results and videos keep their own names
+    videos = a.logdir / "eval" / "videos"
+    tag = f"{a.dynamics}_{a.method}"  # each C's results and videos keep their own names
 
     def frame_sink(i: int, kind: str):
         """(sink, finish) for episode i, or (None, None) when it is neither filmed nor shown."""
@@ -113,7 +132,7 @@ def main() -> None:
 
         def finish() -> None:
             if i < a.video:
-                write_video(videos / f"{kind}{tag}_{i:03d}.mp4", frames, fps)
+                write_video(videos / f"{tag}_{kind}_{i:03d}.mp4", frames, fps)
         return sink, finish
 
     if a.random:
@@ -123,13 +142,13 @@ def main() -> None:
     else:
         identity = ckpt["identity"]
         if a.dream:
-            name, out = "controller in the dream", f"dream_results{tag}.json"
+            name, out = "controller in the dream", f"{tag}_dream.json"
             tau = a.temperature or identity.get("temperature") or 1.0
             episodes = dream_episodes(agent, a.logdir, ckpt["vae"], params, seeds, tau, max_steps,
                                       bool(identity.get("survival")), frame_sink)
         else:
             when = f"generation {ckpt['generation']}" if "generation" in ckpt else f"update {ckpt['update']}"
-            name, out = f"controller ({when})", f"results{tag}.json"
+            name, out = f"controller ({when})", f"{tag}.json"
             episodes = real_episodes(agent, env, params, seeds, max_steps, a, frame_sink,
                                      AgentSpec(str(a.logdir), ckpt["dynamics"], env_id, ckpt["controller"], "cpu",
                                                a.real_z))
@@ -138,13 +157,33 @@ def main() -> None:
         window.close()
     s = summary(episodes)
     print(describe(name, s, len(episodes)))
-    (stage.logdir / "eval").mkdir(parents=True, exist_ok=True)
-    write_json(stage.logdir / "eval" / out, {
+    (a.logdir / "eval").mkdir(parents=True, exist_ok=True)
+    rows = [{"seed": sd, "return": e.ret, "steps": e.steps, "success": e.success}
+            for sd, e in zip(seeds, episodes, strict=True)]
+    write_json(a.logdir / "eval" / out, {
         "command": shlex.join([Path(sys.executable).name, *sys.argv]), "env": env_id, "what": name, **s,
-        "episodes": [{"seed": sd, "return": e.ret, "steps": e.steps, "success": e.success}
-                     for sd, e in zip(seeds, episodes, strict=True)]})
+        "episodes": rows})
+    if a.results is not None:
+        write_ledger(a, ckpt, env_id, max_steps, rows, s, time.monotonic() - started, str(device))
+        print(f"ledger file: {a.results}")
     if a.video:
         print(f"videos in {videos}")
+
+
+def write_ledger(a: argparse.Namespace, ckpt: dict, env_id: str, max_steps: int, rows: list[dict], s: dict,
+                 seconds: float, device: str) -> None:
+    """The run's results/ file: this evaluation and the stages that made the evaluated C."""
+    identity = ckpt.get("identity", {})
+    dream_only = None if a.random else bool(identity.get("dream") or identity.get("select") == "dream")
+    evaluation = {"where": "dream" if a.dream else "real", "episodes": a.episodes, "first_seed": a.seed,
+                  "max_steps": max_steps, "real_z": a.real_z}
+    if a.dream:
+        evaluation["temperature"] = a.temperature or identity.get("temperature") or 1.0
+    info = stages(a.logdir, cached_dataset(a.logdir), None if a.random else a.dynamics,
+                  None if a.random else a.method)
+    write_record(a.results, env=env_id, dynamics=None if a.random else a.dynamics,
+                 controller="random" if a.random else a.method, dream_only=dream_only, evaluation=evaluation,
+                 episodes=rows, summary=s, stage_info=info, eval_seconds=seconds, device=device)
 
 
 def real_episodes(agent, env, params, seeds, max_steps, a, frame_sink, spec) -> list[Episode]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -29,7 +30,15 @@ import gymnasium as gym
 from agent.ac import LoopSettings, StartStates, run_actor_critic
 from agent.cmaes import SearchSettings, run_search
 from agent.episodes import Agent
-from agent.evaluate import AgentSpec, DreamEvaluator, RealEvaluator, dream_evaluator, load_world, logdir_env
+from agent.evaluate import (
+    AgentSpec,
+    DreamEvaluator,
+    RealEvaluator,
+    check_env_fits,
+    dream_evaluator,
+    load_world,
+    logdir_env,
+)
 from agent.imagination import ImaginationLearner, ImaginationSettings
 from agent.media import save_policy_dreams
 from data.dataset import episode_split, open_dataset
@@ -41,7 +50,7 @@ from models.controller import ControllerConfig, LinearController
 from utils.checkpoint import seed_everything
 from utils.cli import UserError, run_main
 from utils.distributed import check_batch, finish, init_world, main_first, world
-from utils.logdir import StageDir
+from utils.logdir import controller_stage
 from utils.precision import AMP
 from utils.upstream import DYNAMICS
 
@@ -125,6 +134,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
+    started = time.monotonic()
     a = parse_args()
     device = init_world(a.device)
     if world().size > 1 and a.method != "ac":
@@ -136,8 +146,9 @@ def main() -> None:
     space = env.action_space
     env.close()
     vae, m, ids = load_world(a.logdir, a.dynamics, device)  # checks that M was trained on this V
+    check_env_fits(a.logdir, env_id, space)
     survival = a.dream_reward == "survival" or (a.dream_reward == "auto" and env_id in SURVIVAL_ENVS)
-    stage = StageDir(a.logdir, f"agent/{a.method}")
+    stage = controller_stage(a.logdir, a.dynamics, a.method)
     stage.start(a.noreload)
     stage.write_config({**vars(a), "logdir": str(a.logdir), "env": env_id, "device": str(device),
                         "max_steps": max_steps, "survival": survival})
@@ -145,6 +156,7 @@ def main() -> None:
               "eval_episodes": a.eval_episodes, "seed": a.seed}
     (train_cmaes if a.method == "cmaes" else train_ac)(a, stage, vae, m, ids, env_id, space, max_steps, survival,
                                                         common, device)
+    stage.record_run(started)
 
 
 def evaluator_for(a, agent: Agent, ids: dict, env_id: str, controller: dict, in_dream: bool, tau: float,
@@ -177,7 +189,7 @@ def train_cmaes(a, stage, vae, m, ids, env_id, space, max_steps, survival, commo
         evaluator.close()
     print(f"{state.generation} generations, {state.frames:,} {'dream ' if a.dream else ''}steps, "
           f"{state.seconds:.0f} s; best selection score {state.best_score:.4g}: {stage.best}\n"
-          f"evaluate it in the real env: python test_controller.py --logdir {a.logdir}")
+          f"evaluate it in the real env: python test_controller.py --logdir {a.logdir} --dynamics {a.dynamics}")
 
 
 def train_ac(a, stage, vae, m, ids, env_id, space: gym.Space, max_steps, survival, common, device) -> None:
@@ -223,7 +235,8 @@ def train_ac(a, stage, vae, m, ids, env_id, space: gym.Space, max_steps, surviva
     finish()
     print(f"{state.update} updates, {state.imagined:,} imagined steps, {state.seconds:.0f} s; best selection "
           f"score {state.best_score:.4g}: {stage.best}\nthe actor in M's dream: {dreams}\n"
-          f"evaluate it in the real env: python test_controller.py --logdir {a.logdir} --method ac")
+          f"evaluate it in the real env: python test_controller.py --logdir {a.logdir} --dynamics {a.dynamics} "
+          "--method ac")
 
 
 if __name__ == "__main__":

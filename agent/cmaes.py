@@ -3,26 +3,25 @@
 pycma minimises, so it is told negative mean returns. Each generation's n_samples episode
 seeds are shared by the whole population (common random numbers: candidates are compared
 on the same tracks / dream starts). latest.pt holds the whole search state after every
-generation; the CMA-ES object is pickled inside it (pycma has no other format) and only
-ever read back from the run's own latest.pt.
+generation: pycma's state as tensors and plain values (agent/es_state.py), written back into
+a strategy built anew from the run's settings on resume.
 """
 
 from __future__ import annotations
 
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import cma
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from agent.episodes import Episode
+from agent.es_state import es_state, new_strategy, restore_es
 from agent.evaluate import episode_seed
-from utils.checkpoint import rng_state, save_checkpoint, set_rng_state
+from utils.checkpoint import CheckpointError, rng_state, save_checkpoint, set_rng_state
 from utils.logdir import StageDir
 from utils.training import check_identity
 
@@ -44,27 +43,29 @@ class SearchSettings:
 
 @dataclass
 class SearchState:
-    es: cma.CMAEvolutionStrategy
+    es: Any  # cma.CMAEvolutionStrategy
     generation: int = 0  # finished generations
     best_score: float = -np.inf
     frames: int = 0  # env (or dream) steps so far
     seconds: float = 0.0
 
     def to_checkpoint(self) -> dict[str, Any]:
-        es_bytes = torch.frombuffer(bytearray(pickle.dumps(self.es)), dtype=torch.uint8)
-        return {"es": es_bytes, "generation": self.generation, "best_score": self.best_score,
+        return {"es_state": es_state(self.es), "generation": self.generation, "best_score": self.best_score,
                 "frames": self.frames, "seconds": self.seconds, "rng": rng_state()}
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any]) -> SearchState:
-        set_rng_state(ckpt["rng"])
-        es = pickle.loads(ckpt["es"].numpy().tobytes())  # our own latest.pt (see module docstring)
+    def from_checkpoint(cls, ckpt: dict[str, Any], n_params: int, s: SearchSettings, path: str) -> SearchState:
+        if "es_state" not in ckpt:
+            raise CheckpointError(f"{path}: a CMA-ES search in an older format that needs unpickling; refused: "
+                                  "rerun with --noreload")
+        es = new_search(n_params, s).es
+        restore_es(es, ckpt["es_state"])
+        set_rng_state(ckpt["rng"])  # after the strategy is built: pycma seeds numpy's RNG when built
         return cls(es, ckpt["generation"], ckpt["best_score"], ckpt["frames"], ckpt["seconds"])
 
 
 def new_search(n_params: int, s: SearchSettings) -> SearchState:
-    opts = {"popsize": s.pop_size, "seed": episode_seed(s.seed, 2) + 1, "verbose": -9}
-    return SearchState(cma.CMAEvolutionStrategy(np.zeros(n_params), s.sigma, opts))
+    return SearchState(new_strategy(n_params, s.sigma, s.pop_size, episode_seed(s.seed, 2) + 1))
 
 
 def selection_seeds(s: SearchSettings) -> list[int]:
@@ -79,7 +80,7 @@ def run_search(
     """Evolve until s.generations or until a selection score reaches s.target_return."""
     resume = stage.resume_state("cpu")
     check_identity(stage, resume, identity)
-    state = SearchState.from_checkpoint(resume) if resume else new_search(n_params, s)
+    state = SearchState.from_checkpoint(resume, n_params, s, str(stage.latest)) if resume else new_search(n_params, s)
     if resume:
         stage.trim_metrics(state.generation)
         print(f"resuming {stage.path} after generation {state.generation} "

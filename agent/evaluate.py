@@ -11,12 +11,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from agent.episodes import Agent, Episode
 from data.dataset import episode_split, open_dataset, read_meta
-from data.envs import make_env
+from data.envs import describe_space, make_env
 from data.latents import Latents, cached_dataset, latent_cache
 from models.actor_critic import ActorConfig, ActorController
 from models.controller import Controller, ControllerConfig, LinearController
@@ -24,7 +25,7 @@ from models.vae import VAE
 from models.world_model import WorldModel
 from utils.checkpoint import CheckpointError
 from utils.device import worker_device
-from utils.logdir import StageDir, require_upstream
+from utils.logdir import controller_stage, require_upstream
 from utils.parallel import open_pool
 from utils.upstream import load_dynamics, load_vae
 
@@ -59,6 +60,16 @@ def logdir_env(logdir: Path) -> str:
     return env_id
 
 
+def check_env_fits(logdir: Path, env_id: str, space: gym.Space) -> None:
+    """Refuse an env whose actions differ from those of the dataset M learned from: C would
+    act through an M that never saw such actions."""
+    dataset = cached_dataset(logdir)
+    trained = (read_meta(dataset) or {}).get("action_space")
+    if trained is not None and trained != describe_space(space):
+        raise CheckpointError(f"{env_id} acts with {space}, but M in {logdir} learned from {dataset}, whose actions "
+                              f"are {trained}: use that dataset's env, or another --logdir")
+
+
 def load_world(logdir: Path, dynamics: str, device: torch.device) -> tuple[VAE, WorldModel, dict[str, str]]:
     """V and M from the logdir (M checked against V) and their checkpoint ids."""
     vae, vae_id = load_vae(logdir, device)
@@ -73,12 +84,15 @@ def make_controller(config: dict) -> Controller:
     return LinearController(ControllerConfig(**config))
 
 
-def load_trained(logdir: Path, method: str, device: torch.device) -> tuple[Agent, torch.Tensor, dict[str, Any]]:
-    """The trained agent of agent/<method>/best.pt, its C parameters and the checkpoint; refuses
-    a C trained on another V or M than the logdir's."""
-    stage = StageDir(logdir, f"agent/{method}")
-    ckpt = require_upstream(stage, "trained C", f"python trainagent.py --method {method} --logdir {logdir}")
-    vae, m, ids = load_world(Path(logdir), ckpt["dynamics"], device)
+def load_trained(
+    logdir: Path, dynamics: str, method: str, device: torch.device,
+) -> tuple[Agent, torch.Tensor, dict[str, Any]]:
+    """The trained agent of agent/<dynamics>/<method>/best.pt, its C parameters and the
+    checkpoint; refuses a C trained on another V or M than the logdir's."""
+    stage = controller_stage(logdir, dynamics, method)
+    ckpt = require_upstream(stage, f"trained C ({method} on {dynamics})",
+                            f"python trainagent.py --method {method} --dynamics {dynamics} --logdir {logdir}")
+    vae, m, ids = load_world(Path(logdir), dynamics, device)
     if ids["vae"] != ckpt["identity"]["vae"] or ids["dynamics_id"] != ckpt["identity"]["dynamics_id"]:
         raise CheckpointError(f"{stage.best} was trained on another V or M than the ones in {logdir}: "
                               "retrain C with trainagent.py --noreload")

@@ -7,7 +7,7 @@ random rollouts rarely show (the far side of a CarRacing track, a GridWorld goal
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ class ControllerSpec:
     """Which trained C to roll out, and how much to explore: plain values a worker rebuilds it from."""
 
     logdir: str
+    dynamics: str = "mdrnn"
     method: str = "cmaes"
     noise: float = 0.1
     device: str = "cpu"
@@ -39,7 +40,8 @@ class ControllerPolicy:
     only on (seed, index), on any worker or backend."""
 
     def __init__(self, spec: ControllerSpec, space: gym.Space) -> None:
-        self.agent, self.params, _ = load_trained(Path(spec.logdir), spec.method, torch.device(spec.device))
+        self.agent, self.params, _ = load_trained(Path(spec.logdir), spec.dynamics, spec.method,
+                                                   torch.device(spec.device))
         self.params = self.params.to(spec.device)
         self.space, self.noise = space, spec.noise
 
@@ -69,5 +71,5 @@ def init_controller_generator(env_id: str, spec: ControllerSpec) -> tuple[PixelE
     """Worker state for generation_script.py --policy controller: one env, V, M and C."""
     torch.set_num_threads(1)  # one core per worker: workers are the parallelism
     env = make_env(env_id)
-    spec = ControllerSpec(spec.logdir, spec.method, spec.noise, worker_device(spec.device))
+    spec = replace(spec, device=worker_device(spec.device))
     return env, ControllerPolicy(spec, env.action_space)

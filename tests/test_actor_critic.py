@@ -229,8 +229,8 @@ def trainagent(logdir: Path, *args: str, check: bool = True):
     return run_script("trainagent.py", "--logdir", str(logdir), *AC, *args, check=check)
 
 
-def metric_lines(logdir: Path) -> list[dict]:
-    lines = (logdir / "agent" / "ac" / "metrics.jsonl").read_text().splitlines()
+def metric_lines(logdir: Path, dynamics: str = "mdrnn") -> list[dict]:
+    lines = (logdir / "agent" / dynamics / "ac" / "metrics.jsonl").read_text().splitlines()
     return [{k: v for k, v in json.loads(ln).items() if k != "seconds"} for ln in lines]
 
 
@@ -241,13 +241,13 @@ def test_resume_gives_the_same_actor_as_no_interruption(logdir, tmp_path, dynami
     trainagent(other, "--dynamics", dynamics, "--updates", "3", "--eval-every", "3")
     out = trainagent(other, "--dynamics", dynamics, "--updates", "6", "--eval-every", "3")
     assert "resuming" in out.stdout
-    a, b = (load_checkpoint(d / "agent" / "ac" / "latest.pt") for d in (logdir, other))
+    a, b = (load_checkpoint(d / "agent" / dynamics / "ac" / "latest.pt") for d in (logdir, other))
     for part in ("actor", "critic", "target"):
         for k, v in a["learner"][part].items():
             assert torch.equal(v, b["learner"][part][k]), (part, k)
     assert a["loop"]["update"] == b["loop"]["update"] == 6
-    assert metric_lines(logdir) == metric_lines(other)
-    gifs = sorted((logdir / "agent" / "ac" / "dreams").glob("*.gif"))
+    assert metric_lines(logdir, dynamics) == metric_lines(other, dynamics)
+    gifs = sorted((logdir / "agent" / dynamics / "ac" / "dreams").glob("*.gif"))
     assert [g.name for g in gifs] == ["update_000003.gif", "update_000006.gif"]
     frames = imageio.mimread(gifs[-1])
     assert frames[0].shape[:2] == (128, 4 * 128)
@@ -255,12 +255,12 @@ def test_resume_gives_the_same_actor_as_no_interruption(logdir, tmp_path, dynami
 
 def test_test_controller_evaluates_the_actor_and_keeps_cmaes_results_apart(logdir) -> None:
     trainagent(logdir, "--updates", "2", "--eval-every", "2")
-    best = load_checkpoint(logdir / "agent" / "ac" / "best.pt")
+    best = load_checkpoint(logdir / "agent" / "mdrnn" / "ac" / "best.pt")
     out = run_script("test_controller.py", "--logdir", str(logdir), "--method", "ac", "--episodes", "20",
                      "--workers", "0", "--device", "cpu")
     assert "controller (update 2)" in out.stdout
-    res = json.loads((logdir / "eval" / "results_ac.json").read_text())
-    assert len(res["episodes"]) == 20 and not (logdir / "eval" / "results.json").exists()
+    res = json.loads((logdir / "eval" / "mdrnn_ac.json").read_text())
+    assert len(res["episodes"]) == 20 and not (logdir / "eval" / "mdrnn_cmaes.json").exists()
     assert best["controller"]["kind"] == "actor"
 
 

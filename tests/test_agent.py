@@ -39,7 +39,7 @@ def trainagent(logdir: Path, *args: str, check: bool = True, timeout: float = 60
 
 
 def metrics(logdir: Path) -> list[dict]:
-    lines = (logdir / "agent" / "cmaes" / "metrics.jsonl").read_text().splitlines()
+    lines = (logdir / "agent" / "mdrnn" / "cmaes" / "metrics.jsonl").read_text().splitlines()
     return [json.loads(ln) for ln in lines]
 
 
@@ -56,7 +56,7 @@ def test_cmaes_in_the_dream_improves_dream_fitness(logdir, dynamics) -> None:
                "--eval-episodes", "256", "--dynamics", dynamics)
     cpu = torch.device("cpu")
     vae, m, ids = load_world(logdir, dynamics, cpu)
-    best = load_checkpoint(logdir / "agent" / "cmaes" / "best.pt")
+    best = load_checkpoint(logdir / "agent" / dynamics / "cmaes" / "best.pt")
     agent = Agent(vae, m, LinearController(ControllerConfig(**best["controller"])), cpu)
     dataset = cached_dataset(logdir)
     lat = latent_cache(logdir, dataset, open_dataset(dataset), vae, ids["vae"], cpu)
@@ -74,7 +74,7 @@ def test_cmaes_in_the_real_env_keeps_the_best_selected_candidate(logdir) -> None
     m = metrics(logdir)
     assert [x["step"] for x in m] == [1, 2, 3, 4]
     assert all(x["frames"] > y["frames"] for x, y in zip(m[1:], m, strict=False))  # real steps counted
-    best = load_checkpoint(logdir / "agent" / "cmaes" / "best.pt")
+    best = load_checkpoint(logdir / "agent" / "mdrnn" / "cmaes" / "best.pt")
     assert best["score"] == max(x["select_mean"] for x in m if "select_mean" in x)
     assert 0 <= m[-1]["select_success"] <= 1
 
@@ -91,7 +91,7 @@ def test_resumed_search_continues_exactly(logdir, tmp_path) -> None:
     # the same up to float32 rounding: torch's multithreaded CPU kernels are not bit-stable
     # across processes (CI once saw a first generation's fitness differ in the 7th digit)
     assert all(r == pytest.approx(w, rel=1e-5) for r, w in zip(resumed, whole, strict=True)), (resumed, whole)
-    a, b = (load_checkpoint(d / "agent" / "cmaes" / "best.pt") for d in (logdir, other))
+    a, b = (load_checkpoint(d / "agent" / "mdrnn" / "cmaes" / "best.pt") for d in (logdir, other))
     assert torch.allclose(a["params"], b["params"], rtol=1e-5, atol=1e-6)
 
 
@@ -189,7 +189,7 @@ def test_a_broken_worker_stops_the_run_with_a_clear_error(logdir, env_id, reason
                       "--timeout", "3", check=False, timeout=300)
     assert proc.returncode == 2 and reason in proc.stderr and "giving up" in proc.stderr
     assert time.monotonic() - start < 240
-    assert not (logdir / "agent" / "cmaes" / "latest.pt").exists()
+    assert not (logdir / "agent" / "mdrnn" / "cmaes" / "latest.pt").exists()
 
 
 def test_missing_m_names_the_command(grid_vae, tmp_path) -> None:
@@ -205,16 +205,17 @@ def test_test_controller_writes_results_and_videos(logdir) -> None:
     assert len(json.loads((logdir / "eval" / "random.json").read_text())["episodes"]) == 4
     trainagent(logdir, "--dream", "--generations", "2")
     run_script("test_controller.py", "--logdir", str(logdir), "--episodes", "6", "--video", "2", "--workers", "2")
-    res = json.loads((logdir / "eval" / "results.json").read_text())
+    res = json.loads((logdir / "eval" / "mdrnn_cmaes.json").read_text())
     assert len(res["episodes"]) == 6 and "test_controller.py" in res["command"]
     assert all(e["seed"] >= 2**30 for e in res["episodes"])
     assert res["mean"] == pytest.approx(np.mean([e["return"] for e in res["episodes"]]))
     for i in range(2):
-        frames = imageio.mimread(logdir / "eval" / "videos" / f"episode_{i:03d}.mp4")
+        frames = imageio.mimread(logdir / "eval" / "videos" / f"mdrnn_cmaes_episode_{i:03d}.mp4")
         assert len(frames) == res["episodes"][i]["steps"] + 1 and frames[0].shape == (256, 256, 3)
     run_script("test_controller.py", "--logdir", str(logdir), "--episodes", "3", "--dream", "--video", "1")
-    dream = json.loads((logdir / "eval" / "dream_results.json").read_text())
-    assert len(imageio.mimread(logdir / "eval" / "videos" / "dream_000.mp4")) == dream["episodes"][0]["steps"] + 1
+    dream = json.loads((logdir / "eval" / "mdrnn_cmaes_dream.json").read_text())
+    video = logdir / "eval" / "videos" / "mdrnn_cmaes_dream_000.mp4"
+    assert len(imageio.mimread(video)) == dream["episodes"][0]["steps"] + 1
 
 
 @pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run is not installed (apt install xvfb)")
@@ -244,5 +245,20 @@ def test_sampled_real_z_episodes_depend_on_their_seeds_only(logdir) -> None:
     for workers in ("0", "2"):
         run_script("test_controller.py", "--logdir", str(logdir), "--episodes", "6", "--real-z", "sample",
                    "--workers", workers)
-        runs.append(json.loads((logdir / "eval" / "results.json").read_text()))
+        runs.append(json.loads((logdir / "eval" / "mdrnn_cmaes.json").read_text()))
     assert runs[0]["episodes"] == runs[1]["episodes"] and "--real-z sample" in runs[1]["command"]
+
+
+def test_a_checkpoint_that_needs_unpickling_is_refused(logdir) -> None:
+    """latest.pt is opened weights-only: a pickled CMA-ES object (the older format) or any
+    Python object in it stops the run with one line, and nothing runs from it."""
+    trainagent(logdir, "--dream", "--generations", "1")
+    latest = logdir / "agent" / "mdrnn" / "cmaes" / "latest.pt"
+    ckpt = load_checkpoint(latest)
+    older = {k: v for k, v in ckpt.items() if k != "es_state"}
+    torch.save({**older, "es": torch.frombuffer(bytearray(b"\x80\x04N."), dtype=torch.uint8)}, latest)
+    proc = trainagent(logdir, "--dream", "--generations", "2", check=False)
+    assert proc.returncode == 2 and "needs unpickling" in proc.stderr and proc.stderr.count("\n") == 1
+    torch.save({**ckpt, "payload": Path("x")}, latest)  # any class outside tensors and plain values
+    proc = trainagent(logdir, "--dream", "--generations", "2", check=False)
+    assert proc.returncode == 2 and "unpickling" in proc.stderr and proc.stderr.count("\n") == 1

@@ -81,9 +81,9 @@ def test_actor_critic_under_torchrun_runs_and_resumes(grid_world, tmp_path) -> N
     torchrun("trainagent.py", "--logdir", str(logdir), *AC_ARGS, "--updates", "2")
     proc = torchrun("trainagent.py", "--logdir", str(logdir), *AC_ARGS, "--updates", "4")
     assert "resuming" in proc.stdout and "4 updates" in proc.stdout
-    lines = (logdir / "agent" / "ac" / "metrics.jsonl").read_text().splitlines()
+    lines = (logdir / "agent" / "mdrnn" / "ac" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(ln)["step"] for ln in lines] == [2, 4]
-    assert load_checkpoint(logdir / "agent" / "ac" / "latest.pt")["loop"]["update"] == 4
+    assert load_checkpoint(logdir / "agent" / "mdrnn" / "ac" / "latest.pt")["loop"]["update"] == 4
 
 
 def test_cmaes_under_torchrun_is_refused(grid_world, tmp_path) -> None:

@@ -22,7 +22,7 @@ C_ARGS = ["--dream", "--generations", "2", "--pop-size", "16", "--n-samples", "8
 
 def c_actions(logdir: Path, frames: np.ndarray) -> list[int]:
     """What C chooses on these frames, replayed through V and M one step at a time."""
-    agent, params, _ = load_trained(logdir, "cmaes", torch.device("cpu"))
+    agent, params, _ = load_trained(logdir, "mdrnn", "cmaes", torch.device("cpu"))
     state, a_prev, out = agent.m.initial_state(1), None, []
     with torch.no_grad():
         for obs in frames:

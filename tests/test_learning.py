@@ -27,7 +27,7 @@ def logdir(fixed_world, tmp_path) -> Path:
 def success(logdir: Path, *args: str) -> float:
     """Success rate of test_controller.py over 100 held-out real episodes (seeds from 2^30)."""
     run_script("test_controller.py", "--logdir", str(logdir), *EVAL, *args)
-    name = "random.json" if "--random" in args else "results_ac.json" if "ac" in args else "results.json"
+    name = "random.json" if "--random" in args else "mdrnn_ac.json" if "ac" in args else "mdrnn_cmaes.json"
     return json.loads((logdir / "eval" / name).read_text())["success_rate"]
 
 

@@ -39,7 +39,7 @@ def test_actor_critic_imagines_in_bf16(grid_world, tmp_path) -> None:
     run_script("trainagent.py", "--logdir", str(logdir), "--method", "ac", "--select", "dream", "--updates", "4",
                "--eval-every", "2", "--eval-episodes", "8", "--batch-size", "4", "--units", "32", "--device", "cpu",
                "--amp", "bf16")
-    lines = [json.loads(ln) for ln in (logdir / "agent" / "ac" / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(ln) for ln in (logdir / "agent" / "mdrnn" / "ac" / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and all(torch.isfinite(torch.tensor(ln["actor_loss"])) for ln in lines)
 
 

@@ -7,6 +7,7 @@ record exactly which upstream checkpoint it was trained on and notice when it ch
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import uuid
 from pathlib import Path
@@ -42,7 +43,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # truncated zip, foreign pickle, ...
+    except pickle.UnpicklingError as e:  # a payload beyond tensors and plain values
+        raise CheckpointError(f"{path}: holds Python objects that only unpickling could load (and unpickling can "
+                              "run code); refused") from e
+    except Exception as e:  # truncated zip, ...
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {first})") from e
 

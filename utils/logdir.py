@@ -8,6 +8,7 @@ stages use), config.json and metrics.jsonl; TensorBoard files go to <logdir>/tb/
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,21 @@ from typing import Any
 import torch
 
 from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.cli import UserError
 from utils.distributed import barrier, world
 from utils.io import write_json
+from utils.runs import append_run
+
+
+def writable_dir(path: Path) -> Path:
+    """Create `path` if needed; a folder this process cannot write is one clear error, before any work."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {path}: {e.strerror or e}") from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {path}: permission denied")
+    return path
 
 
 class StageDir:
@@ -36,7 +50,7 @@ class StageDir:
         if noreload and world().main:
             shutil.rmtree(self.path, ignore_errors=True)
             shutil.rmtree(self.tb_path, ignore_errors=True)
-        self.path.mkdir(parents=True, exist_ok=True)
+        writable_dir(self.path)
         barrier()
 
     def sub(self, name: str) -> Path:
@@ -84,12 +98,22 @@ class StageDir:
         if self._tb is not None:
             self._tb.close()
 
+    def record_run(self, started: float) -> None:
+        """This invocation's command and wall time, in runs.jsonl (see utils/runs.py)."""
+        if world().main:
+            append_run(self.path, started)
+
 
 class _NullWriter:
     """What ranks other than 0 log to under torchrun: nothing."""
 
     def __getattr__(self, name: str) -> Any:
         return lambda *args, **kwargs: None
+
+
+def controller_stage(logdir: str | Path, dynamics: str, method: str) -> StageDir:
+    """C's folder: one per M and per method, so the Cs of every M live in one logdir."""
+    return StageDir(logdir, f"agent/{dynamics}/{method}")
 
 
 def require_upstream(stage: StageDir, what: str, command: str) -> dict[str, Any]:
