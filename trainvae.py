@@ -11,6 +11,7 @@ global batch.
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from data.frames import FrameBatches, frame_cache, prefetch
 from models.vae import VAE, VAEConfig, frames_to_tensor
 from utils.checkpoint import seed_everything
 from utils.cli import UserError, run_main
+from utils.device import to_device
 from utils.distributed import check_batch, finish, init_world, main_first, world
 from utils.logdir import StageDir
 from utils.precision import AMP
@@ -62,7 +64,7 @@ def parse_args() -> argparse.Namespace:
 
 def sample_grid(vae: VAE, frames: np.ndarray, device: torch.device) -> np.ndarray:
     """Rows: real frames, their reconstructions (mean z), decodes of prior samples."""
-    x = frames_to_tensor(torch.from_numpy(frames), device)
+    x = frames_to_tensor(to_device(torch.from_numpy(frames), device))
     recon = vae.decode(vae.sample(vae.encode(x), mean=True))
     cfg = vae.cfg
     if cfg.discrete:
@@ -76,6 +78,7 @@ def sample_grid(vae: VAE, frames: np.ndarray, device: torch.device) -> np.ndarra
 
 
 def main() -> None:
+    started = time.monotonic()
     a = parse_args()
     device = init_world(a.device)
     check_batch(a.batch_size)
@@ -107,11 +110,11 @@ def main() -> None:
 
     def loss_fn(batch: np.ndarray):
         rows, weight = world().split(len(batch))  # this rank's share of the global batch
-        loss, metrics = vae.loss(frames_to_tensor(torch.from_numpy(batch[rows]), device))
+        loss, metrics = vae.loss(frames_to_tensor(to_device(torch.from_numpy(batch[rows]), device)))
         return loss * weight, metrics
 
     def val_batch(batch: np.ndarray) -> tuple[dict[str, torch.Tensor], int]:
-        x = frames_to_tensor(torch.from_numpy(batch), device)
+        x = frames_to_tensor(to_device(torch.from_numpy(batch), device))
         _, metrics = vae.loss(x)
         metrics["pixel_mse"] = (vae.decode(vae.sample(vae.encode(x), mean=True)) - x).pow(2).mean()
         return metrics, len(batch)
@@ -132,6 +135,7 @@ def main() -> None:
         len(train), loss_fn, validate, after_epoch,
     )
     print(f"best validation loss {trainer.progress.best_val:.5g}: {stage.best}")
+    stage.record_run(started)
     finish()
 
 

@@ -18,6 +18,7 @@ from models.controller import Controller
 from models.noise import Noise, SeededNoise
 from models.vae import VAE, frames_to_tensor
 from models.world_model import State, WorldModel
+from utils.device import to_device
 
 DONE_THRESHOLD = 0.5  # a dream episode ends when p(done) > 0.5 (Ha, Doom)
 REAL_Z = ("mean", "sample")
@@ -75,7 +76,7 @@ class Agent:
         from the episode's noise), M's filtered state after a_prev (as M takes it), and C's actions."""
         # frames_to_tensor's permuted (channels-last) layout makes V's convolutions 1.8x slower
         # on one frame on CPU (3.0 against 1.65 ms per step, CarRacing size); about even at 16
-        stats = self.vae.encode(frames_to_tensor(torch.from_numpy(frames), self.device).contiguous())
+        stats = self.vae.encode(frames_to_tensor(to_device(torch.from_numpy(frames), self.device)).contiguous())
         z = self.vae.sample(stats, mean=self.real_z == "mean", noise=noise)
         state = self.m.observe(state, z, a_prev)
         return state, self.c.act(self.m.features(state), params, noise)

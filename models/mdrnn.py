@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from models import mixture
-from models.mixture import MixtureHead, Prediction
+from models.mixture import Count, MixtureHead, Prediction, local_count
 from models.noise import Noise, TorchNoise
 from models.world_model import State
 
@@ -46,17 +46,22 @@ class MDRNN(nn.Module):
 
     def forward(self, z: torch.Tensor, a: torch.Tensor) -> Prediction:
         """Whole sequences (B, T, .) from zero state: heads at every step."""
-        h, _ = self.rnn(torch.cat([z, a], -1))
+        x = torch.cat([z, a], -1)
+        # CPU autocast sends the LSTM to oneDNN in bf16, which fails on CPUs without native bf16
+        # (AVX2-only ones: "could not create a primitive descriptor"): on CPUs it stays float32
+        with torch.autocast("cpu", enabled=False):
+            h, _ = self.rnn(x.float() if x.is_cpu else x)
         return self.mdn(h)
 
     def loss(
         self, z: torch.Tensor, a: torch.Tensor, reward: torch.Tensor, done: torch.Tensor,
-        mask: torch.Tensor, next_mask: torch.Tensor,
+        mask: torch.Tensor, next_mask: torch.Tensor, count: Count = local_count,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """z: (B, T+1, Z) latents; a, reward, done, mask: (B, T). next_mask marks steps whose
-        z_{t+1} lies inside the episode (the last step of an episode has none)."""
+        z_{t+1} lies inside the episode (the last step of an episode has none). count: the
+        masked means' denominator, passed in by data-parallel training (mixture.prediction_loss)."""
         return mixture.prediction_loss(self(z[:, :-1], a), z[:, 1:], reward, done, mask, next_mask,
-                                       self.cfg.reward_weight, self.cfg.done_weight, self.cfg.done_pos_weight)
+                                       self.cfg.reward_weight, self.cfg.done_weight, self.cfg.done_pos_weight, count)
 
     # --- the world-model interface -------------------------------------------------------
     def initial_state(self, batch: int) -> State:

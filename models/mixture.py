@@ -8,6 +8,7 @@ the likelihood, the loss and the dream's sampling here means both M train and dr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -15,9 +16,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.noise import Noise, categorical
-from utils.distributed import count_per_rank
 
 LOG_SIGMA_MIN, LOG_SIGMA_MAX = -7.0, 2.0  # sigma bounded: no collapse to a spike, no blow-up
+
+Count = Callable[[torch.Tensor], torch.Tensor]  # mask -> the denominator of its masked mean
+
+
+def local_count(mask: torch.Tensor) -> torch.Tensor:
+    """mask.sum() (at least 1): the denominator of a masked mean over this process's batch.
+    A loss takes its count function from the caller, so that data-parallel training can pass
+    utils.distributed.count_per_rank (the ranks' mean count) without models/ importing utils/."""
+    return mask.sum().detach().float().clamp(min=1)
 
 
 class Prediction(NamedTuple):
@@ -64,11 +73,13 @@ class MixtureHead(nn.Linear):
 def prediction_loss(
     p: Prediction, z_next: torch.Tensor, reward: torch.Tensor, done: torch.Tensor, mask: torch.Tensor,
     next_mask: torch.Tensor, reward_weight: float, done_weight: float, done_pos_weight: float = 1.0,
+    count: Count = local_count,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Mixture NLL of z_{t+1} where it lies inside the episode (next_mask), reward MSE and
-    done BCE on every real step (mask); all (B, T) but z_next (B, T, Z)."""
+    done BCE on every real step (mask); all (B, T) but z_next (B, T, Z). count: each masked
+    mean's denominator (local_count; count_per_rank for a rank's share of a global batch)."""
     nll = gmm_nll(z_next, p.mu, p.log_sigma, p.logit_pi).mean(-1)
-    n, n_next = count_per_rank(mask), count_per_rank(next_mask)
+    n, n_next = count(mask), count(next_mask)
     gmm = (nll * next_mask).sum() / n_next
     mse = ((p.reward - reward).pow(2) * mask).sum() / n
     bce = done_bce(p.done_logit, done, mask, n, done_pos_weight)

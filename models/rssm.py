@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.mixture import done_bce
+from models.mixture import Count, done_bce, local_count
 from models.noise import Noise, TorchNoise, categorical
 from models.world_model import State
-from utils.distributed import count_per_rank
 
 MIN_STD = 0.1  # Dreamer's floor on the Gaussian state's std
 
@@ -68,11 +67,13 @@ KL = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def balanced_kl(
     post: torch.Tensor, prior: torch.Tensor, kl: KL, balance: float, free_nats: float, mask: torch.Tensor,
+    count: Count = local_count,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DreamerV2's KL balancing with free nats: the prior moves towards the posterior with
     weight `balance`, the posterior towards the prior with 1 - balance; each term, averaged
-    over the valid steps, counts at least `free_nats` (no gradient below). Returns (loss, KL)."""
-    n = count_per_rank(mask)
+    over the valid steps (count(mask) of them), counts at least `free_nats` (no gradient
+    below). Returns (loss, KL)."""
+    n = count(mask)
     mean = lambda x: (x * mask).sum() / n  # noqa: E731
     to_prior = mean(kl(post.detach(), prior))
     to_post = mean(kl(post, prior.detach()))
@@ -145,9 +146,9 @@ class RSSM(nn.Module):
 
     def loss(
         self, z: torch.Tensor, a: torch.Tensor, reward: torch.Tensor, done: torch.Tensor,
-        mask: torch.Tensor, next_mask: torch.Tensor,
+        mask: torch.Tensor, next_mask: torch.Tensor, count: Count = local_count,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """z: (B, T+1, Z); a, reward, done, mask, next_mask: (B, T) as for the MDN-RNN.
+        """z: (B, T+1, Z); a, reward, done, mask, next_mask: (B, T) and count as for the MDN-RNN.
         Where z_{t+1} lies past the episode's end, s_{t+1} comes from the prior, which is
         what the dream has there too."""
         cfg = self.cfg
@@ -167,9 +168,9 @@ class RSSM(nn.Module):
         post, prior, feat = torch.stack(posts, 1), torch.stack(priors, 1), torch.stack(feats, 1)
         z_hat, r_hat, d_logit = self.heads(feat)
         seen = torch.cat([mask[:, :1], next_mask], 1)  # steps whose z is real: t = 0 and z_{t+1} inside
-        n_seen, n = count_per_rank(seen), count_per_rank(mask)
+        n_seen, n = count(seen), count(mask)
         z_loss = ((z_hat - z).pow(2).sum(-1) * seen).sum() / n_seen / 2  # unit-variance Gaussian NLL
-        kl_loss, kl = balanced_kl(post, prior, self._kl, cfg.kl_balance, cfg.free_nats, seen)
+        kl_loss, kl = balanced_kl(post, prior, self._kl, cfg.kl_balance, cfg.free_nats, seen, count)
         mse = ((r_hat[:, 1:] - reward).pow(2) * mask).sum() / n
         bce = done_bce(d_logit[:, 1:], done, mask, n, cfg.done_pos_weight)
         loss = z_loss + cfg.kl_weight * kl_loss + cfg.reward_weight * mse + cfg.done_weight * bce

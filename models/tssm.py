@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from models import mixture
-from models.mixture import MixtureHead, Prediction
+from models.mixture import Count, MixtureHead, Prediction, local_count
 from models.noise import Noise, TorchNoise
 from models.world_model import State
 
@@ -140,14 +140,14 @@ class TSSM(nn.Module):
 
     def loss(
         self, z: torch.Tensor, a: torch.Tensor, reward: torch.Tensor, done: torch.Tensor,
-        mask: torch.Tensor, next_mask: torch.Tensor,
+        mask: torch.Tensor, next_mask: torch.Tensor, count: Count = local_count,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """As for the MDN-RNN: z (B, T+1, Z); a, reward, done, mask, next_mask (B, T). A
         sequence's first token gets a zero previous action, as at an episode's start."""
         a_prev = torch.cat([torch.zeros_like(a[:, :1]), a[:, :-1]], 1)
         p = self.predict(self(z[:, :-1], a_prev), a)
         return mixture.prediction_loss(p, z[:, 1:], reward, done, mask, next_mask,
-                                       self.cfg.reward_weight, self.cfg.done_weight, self.cfg.done_pos_weight)
+                                       self.cfg.reward_weight, self.cfg.done_weight, self.cfg.done_pos_weight, count)
 
     # --- the world-model interface -------------------------------------------------------
     def initial_state(self, batch: int) -> State:

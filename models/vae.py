@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.noise import Noise, categorical
-from utils.device import to_device
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,8 @@ class VAE(nn.Module):
         return loss, {"loss": loss.detach(), "recon": rec.detach(), "kl": kl.detach()}
 
 
-def frames_to_tensor(frames: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """uint8 (B, 64, 64, 3) to float (B, 3, 64, 64) in [0, 1] on `device`; the only place
-    frames leave uint8, so data stays small until the batch."""
-    return to_device(frames, device).permute(0, 3, 1, 2).float().div_(255)
+def frames_to_tensor(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 64, 64, 3) to float (B, 3, 64, 64) in [0, 1], on the frames' device: the only
+    place frames leave uint8, so data stays small until the batch (move the uint8 frames to
+    the device first: utils.device.to_device)."""
+    return frames.permute(0, 3, 1, 2).float().div_(255)

@@ -26,7 +26,7 @@ def c_actions(logdir: Path, frames: np.ndarray) -> list[int]:
     state, a_prev, out = agent.m.initial_state(1), None, []
     with torch.no_grad():
         for obs in frames:
-            z = agent.vae.sample(agent.vae.encode(frames_to_tensor(torch.from_numpy(obs[None]), agent.device)),
+            z = agent.vae.sample(agent.vae.encode(frames_to_tensor(torch.from_numpy(obs[None]))),
                                  mean=True)
             state = agent.m.observe(state, z, a_prev)
             a = agent.c.act(agent.m.features(state), params, SeededNoise(torch.tensor([0])))

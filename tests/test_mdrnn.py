@@ -157,3 +157,30 @@ def test_done_pos_weight_lifts_p_done_over_the_dream_threshold_for_rare_ends() -
     masked = mask.clone()
     masked[done > 0] = 0  # masked steps count for nothing, however weighted
     assert done_bce(probe, done, masked, n, 10.0) == done_bce(probe, done, masked, n, 1.0)
+
+
+def test_count_passed_in_makes_the_ranks_mean_loss_the_global_batch_loss() -> None:
+    """What traindynamics.py gets by passing utils.distributed.count_per_rank as `count`: two
+    ranks' shards of a batch whose valid steps fall unevenly, each divided by the ranks' mean
+    count, average to the loss of the whole batch on one process; each rank's own count
+    (the default, local_count) would not."""
+    torch.manual_seed(0)
+    m = MDRNN(MDRNNConfig(z_size=3, action_size=2, hidden_size=8, gaussians=2))
+    B, T = 4, 5
+    z, a, reward = torch.randn(B, T + 1, 3), torch.randn(B, T, 2), torch.randn(B, T)
+    done = torch.zeros(B, T)
+    mask = torch.ones(B, T)
+    mask[0, 1:] = 0  # rank 0's rows (0 and 2) hold far fewer valid steps than rank 1's
+    next_mask = mask.clone()
+    next_mask[2, 3:] = 0
+    whole = m.loss(z, a, reward, done, mask, next_mask)[1]
+    shards = [slice(r, None, 2) for r in range(2)]  # World(r, 2).split's rows
+    masks = {r: (mask[s], next_mask[s]) for r, s in enumerate(shards)}
+    ranks_mean = {id(masks[r][k]): (masks[0][k].sum() + masks[1][k].sum()) / 2 for r in range(2) for k in range(2)}
+    count = lambda x: ranks_mean[id(x)]  # noqa: E731  (M passes the masks through, uncopied)
+    for kind in ("loss", "gmm", "reward"):
+        per_rank = [m.loss(z[s], a[s], reward[s], done[s], *masks[r], count=count)[1][kind] for r, s in
+                    enumerate(shards)]
+        assert torch.allclose(sum(per_rank) / 2, whole[kind], rtol=1e-5)
+    local = [m.loss(z[s], a[s], reward[s], done[s], *masks[r])[1]["reward"] for r, s in enumerate(shards)]
+    assert not torch.allclose(sum(local) / 2, whole["reward"], rtol=1e-2)

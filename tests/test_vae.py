@@ -69,7 +69,7 @@ def test_reconstruction_puts_agent_in_the_right_cell(trained, grid_data) -> None
     assert len(val_names) >= 50
     obs = np.concatenate([load_rollout(grid_data / n)["observations"] for n in val_names])
     with torch.no_grad():
-        x = frames_to_tensor(torch.from_numpy(obs), "cpu")
+        x = frames_to_tensor(torch.from_numpy(obs))
         recon = vae.decode(vae.sample(vae.encode(x), mean=True)).permute(0, 2, 3, 1).numpy()
     accuracy = (cell_of(recon) == cell_of(obs)).mean()
     assert accuracy >= 0.95, f"agent in the right cell in only {accuracy:.1%} of {len(obs)} frames"

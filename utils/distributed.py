@@ -122,7 +122,8 @@ def mean_over_ranks(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def count_per_rank(mask: torch.Tensor) -> torch.Tensor:
     """mask.sum() averaged over ranks (at least 1), the denominator of a masked mean: each
     rank divides its masked sum by it, and the average over ranks of those losses is then
-    exactly the masked mean over the global batch, however the valid steps fall."""
+    exactly the masked mean over the global batch, however the valid steps fall. M's losses
+    take it as their `count` (models/ imports nothing from here; its default is local)."""
     n = mask.sum().detach().float()
     if _world.size > 1:
         dist.all_reduce(n)
