@@ -86,12 +86,17 @@ def parse_args() -> argparse.Namespace:
     es.add_argument("--pop-size", type=int, default=64)
     es.add_argument("--n-samples", type=int, default=16, help="episodes per candidate per generation")
     es.add_argument("--sigma", type=float, default=0.1, help="CMA-ES initial step size")
-    es.add_argument("--generations", type=int, default=100)
+    es.add_argument("--round-sigma", type=float,
+                    help="step size when M has changed (an online round) and the search restarts around C's best "
+                         "(default: --sigma)")
+    es.add_argument("--generations", type=int, default=100,
+                    help="generations to run (after M changed in an online round: this many more)")
     es.add_argument("--dream", action="store_true", help="evolve entirely inside M")
     es.add_argument("--discrete", choices=["argmax", "sample"], default="argmax",
                     help="discrete actions: argmax of C's outputs, or sampled from their softmax")
     ac = p.add_argument_group("actor-critic (--method ac; Dreamer's settings by default)")
-    ac.add_argument("--updates", type=int, default=1000, help="imagination updates")
+    ac.add_argument("--updates", type=int, default=1000,
+                    help="imagination updates (after M changed in an online round: this many more)")
     ac.add_argument("--batch-size", type=int, default=16, help="real sequence windows per update")
     ac.add_argument("--seq-len", type=int, default=32, help="steps per window: every step starts an imagined rollout")
     ac.add_argument("--horizon", type=int, default=15, help="imagined steps")
@@ -122,6 +127,8 @@ def parse_args() -> argparse.Namespace:
         p.error("counts and sizes must be >= 1 (--mlp-layers >= 0)")
     if a.pop_size < 2:
         p.error("--pop-size must be >= 2")
+    if a.round_sigma is not None and a.round_sigma <= 0:
+        p.error("--round-sigma must be > 0")
     if a.sigma <= 0 or a.temperature <= 0 or a.timeout <= 0 or a.max_workers < 0 or a.seed < 0:
         p.error("--sigma, --temperature and --timeout must be > 0; --max-workers and --seed >= 0")
     if not (0 < a.gamma <= 1 and 0 <= a.lam <= 1 and 0 < a.target_mix <= 1) or min(a.actor_lr, a.critic_lr) <= 0:
@@ -174,7 +181,7 @@ def train_cmaes(a, stage, vae, m, ids, env_id, space, max_steps, survival, commo
     cfg = ControllerConfig.for_space(m.feature_size, space, sample=a.discrete == "sample")
     agent = Agent(vae, m, LinearController(cfg), device)
     settings = SearchSettings(a.pop_size, a.n_samples, a.sigma, a.generations, a.target_return, a.eval_every,
-                              a.eval_episodes, a.seed)
+                              a.eval_episodes, a.seed, a.round_sigma)
     identity = {**common, "controller": cfg.to_dict(), "dream": a.dream,
                 "temperature": a.temperature if a.dream else None, "survival": survival if a.dream else None,
                 "pop_size": a.pop_size, "n_samples": a.n_samples, "sigma": a.sigma}

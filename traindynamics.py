@@ -12,12 +12,14 @@ the global batch.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from data.dataset import episode_split, open_dataset
+from data.dataset import episode_split, open_dataset, relative_names
 from data.frames import prefetch
 from data.latents import latent_cache
 from data.rollouts import load_rollout
@@ -25,7 +27,7 @@ from data.sequences import Batch, SequenceBatches
 from utils.checkpoint import seed_everything
 from utils.cli import run_main
 from utils.device import to_device
-from utils.distributed import check_batch, finish, init_world, main_first, world
+from utils.distributed import check_batch, count_per_rank, finish, init_world, main_first, world
 from utils.dreams import open_loop, save_dream_gif
 from utils.logdir import StageDir
 from utils.precision import AMP
@@ -100,7 +102,14 @@ def parse_args() -> argparse.Namespace:
     return a
 
 
+def data_key(files: list[Path]) -> dict:
+    """Which episodes M trains on: when a round adds some, M continues from its weights."""
+    names = relative_names(files)
+    return {"episodes": len(names), "names_sha1": hashlib.sha1("\n".join(names).encode()).hexdigest()}
+
+
 def main() -> None:
+    started = time.monotonic()
     a = parse_args()
     device = init_world(a.device)
     check_batch(a.batch_size)
@@ -142,7 +151,7 @@ def main() -> None:
                              checkpoint_every_s=60 * a.checkpoint_minutes, amp=a.amp)
     identity = {"model": config, "vae": vae_id, "dataset": str(a.dataset.resolve()),
                 "seq_len": a.seq_len, "batch_size": a.batch_size, "seed": a.seed}
-    trainer = Trainer(stage, m, optimizer, settings, identity)
+    trainer = Trainer(stage, m, optimizer, settings, identity, data_key(files))
     trainer.restore(resume)
     stage.write_config({**vars(a), "logdir": str(a.logdir), "dataset": str(a.dataset), "device": str(device)})
     print(f"M ({a.model}): {sum(p.numel() for p in m.parameters()):,} parameters on {device}; "
@@ -152,10 +161,12 @@ def main() -> None:
         t = {k: to_device(torch.from_numpy(np.asarray(v)), device) for k, v in b.items()}
         z = vae.sample(t["stats"])  # a fresh z from the stored mu and sigma every batch
         # z is drawn for the whole global batch, so every rank's z agrees with a single process's;
-        # M's masked means divide by the ranks' mean count of valid steps (count_per_rank), so the
-        # average of the ranks' losses is the global batch's loss without a row weight
+        # M's masked means divide by the ranks' mean count of valid steps (count_per_rank, passed
+        # in: models/ does not import utils/), so the average of the ranks' losses is the global
+        # batch's loss without a row weight
         rows = world().split(len(z))[0] if shard else slice(None)
-        return m.loss(z[rows], *(t[k][rows] for k in ("actions", "rewards", "terminals", "mask", "next_mask")))
+        return m.loss(z[rows], *(t[k][rows] for k in ("actions", "rewards", "terminals", "mask", "next_mask")),
+                      count=count_per_rank)
 
     def validate() -> dict[str, torch.Tensor]:
         return mean_metrics((batch_loss(b, False)[1], len(b["mask"])) for b in val.epoch(0, shuffle=False))
@@ -167,6 +178,7 @@ def main() -> None:
     trainer.fit(lambda epoch, start: prefetch(train.epoch(epoch, start), 1),
                 train.n_batches(), lambda b: batch_loss(b, True), validate, after_epoch)
     print(f"best validation loss {trainer.progress.best_val:.5g}: {stage.best}")
+    stage.record_run(started)
     finish()
 
 

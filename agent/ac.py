@@ -29,7 +29,7 @@ from models.world_model import WorldModel
 from utils.checkpoint import rng_state, save_checkpoint, set_rng_state
 from utils.distributed import broadcast, total_over_ranks, world
 from utils.logdir import StageDir
-from utils.training import TrainingError, check_identity
+from utils.training import TrainingError, new_round
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class LoopState:
     best_score: float = -np.inf
     imagined: int = 0  # imagined steps so far
     seconds: float = 0.0
+    round: int = 0  # online rounds: each new M starts one, for s.updates more updates
+    round_start: int = 0  # the update this round started at
 
 
 class StartStates:
@@ -75,19 +77,23 @@ def run_actor_critic(
     torchrun every rank imagines from its share of the windows and the gradients are
     averaged; only rank 0 plays the selection episodes (`evaluate` is None elsewhere)."""
     resume = stage.resume_state("cpu")
-    check_identity(stage, resume, identity)
+    rounds = new_round(stage, resume, identity)
     state = LoopState()
     if resume:
-        learner.load_state_dict(resume["learner"])
+        learner.load_state_dict(resume["learner"])  # a new round keeps actor, critic and optimizers
         state = LoopState(**resume["loop"])
         set_rng_state(resume["rng"])
         stage.trim_metrics(state.update)
         print(f"resuming {stage.path} after update {state.update} (best selection score {state.best_score:.4g})")
+    if rounds:  # scores in the old M do not carry over: best.pt is judged afresh
+        state.round, state.round_start, state.best_score = state.round + 1, state.update, -np.inf
+    end = state.round_start + s.updates
     stage.start_tb(purge_step=state.update + 1)
-    bar = tqdm(total=s.updates, initial=state.update, desc="actor-critic", unit="update", disable=not world().main)
+    bar = tqdm(total=s.updates, initial=state.update - state.round_start, unit="update", disable=not world().main,
+               desc="actor-critic" + (f" (round {state.round})" if state.round else ""))
     sums: dict[str, float] = {}
     seeds = [episode_seed(s.seed, SELECT, j) for j in range(s.eval_episodes)]
-    while state.update < s.updates and not (s.target_return is not None and state.best_score >= s.target_return):
+    while state.update < end and not (s.target_return is not None and state.best_score >= s.target_return):
         t0 = time.perf_counter()
         start = starts(state.update)
         metrics = learner.update(start)
@@ -102,7 +108,7 @@ def run_actor_critic(
         bar.update(1)
         bar.set_postfix(ret=f"{metrics['return']:.3g}", sel=f"{state.best_score:.3g}", refresh=False)
         state.seconds += time.perf_counter() - t0
-        if state.update % s.eval_every and state.update != s.updates:
+        if state.update % s.eval_every and state.update != end:
             continue
         n = state.update % s.eval_every or s.eval_every
         logged = {k: v / n for k, v in sums.items()}

@@ -21,9 +21,9 @@ from tqdm import tqdm
 from agent.episodes import Episode
 from agent.es_state import es_state, new_strategy, restore_es
 from agent.evaluate import episode_seed
-from utils.checkpoint import CheckpointError, rng_state, save_checkpoint, set_rng_state
+from utils.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from utils.logdir import StageDir
-from utils.training import check_identity
+from utils.training import new_round
 
 Evaluate = Callable[[np.ndarray, list[int]], tuple[np.ndarray, list[Episode]]]
 TRAIN, SELECT = 0, 1  # seed purposes
@@ -39,6 +39,7 @@ class SearchSettings:
     eval_every: int = 5
     eval_episodes: int = 64
     seed: int = 0
+    round_sigma: float | None = None  # step size when a new round restarts the search (None: sigma)
 
 
 @dataclass
@@ -48,10 +49,13 @@ class SearchState:
     best_score: float = -np.inf
     frames: int = 0  # env (or dream) steps so far
     seconds: float = 0.0
+    round: int = 0  # online rounds: each new M starts one (see start_round)
+    round_start: int = 0  # the generation this round started at
 
     def to_checkpoint(self) -> dict[str, Any]:
         return {"es_state": es_state(self.es), "generation": self.generation, "best_score": self.best_score,
-                "frames": self.frames, "seconds": self.seconds, "rng": rng_state()}
+                "frames": self.frames, "seconds": self.seconds, "round": self.round,
+                "round_start": self.round_start, "rng": rng_state()}
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], n_params: int, s: SearchSettings, path: str) -> SearchState:
@@ -61,7 +65,16 @@ class SearchState:
         es = new_search(n_params, s).es
         restore_es(es, ckpt["es_state"])
         set_rng_state(ckpt["rng"])  # after the strategy is built: pycma seeds numpy's RNG when built
-        return cls(es, ckpt["generation"], ckpt["best_score"], ckpt["frames"], ckpt["seconds"])
+        return cls(es, ckpt["generation"], ckpt["best_score"], ckpt["frames"], ckpt["seconds"],
+                   ckpt.get("round", 0), ckpt.get("round_start", 0))
+
+    def start_round(self, best: np.ndarray, s: SearchSettings) -> None:
+        """A new M: search again around C's best so far, with the round's own step size, for
+        s.generations more; best.pt is judged afresh, since scores in the old M do not carry over."""
+        self.round += 1
+        self.round_start, self.best_score = self.generation, -np.inf
+        self.es = new_strategy(len(best), s.round_sigma or s.sigma, s.pop_size,
+                               episode_seed(s.seed, 2, self.round) + 1, best)
 
 
 def new_search(n_params: int, s: SearchSettings) -> SearchState:
@@ -79,15 +92,19 @@ def run_search(
 ) -> SearchState:
     """Evolve until s.generations or until a selection score reaches s.target_return."""
     resume = stage.resume_state("cpu")
-    check_identity(stage, resume, identity)
+    rounds = new_round(stage, resume, identity)
     state = SearchState.from_checkpoint(resume, n_params, s, str(stage.latest)) if resume else new_search(n_params, s)
     if resume:
         stage.trim_metrics(state.generation)
         print(f"resuming {stage.path} after generation {state.generation} "
               f"(best selection score {state.best_score:.4g})")
+    if rounds:
+        state.start_round(load_checkpoint(stage.best)["params"].double().numpy(), s)
+    end = state.round_start + s.generations
     stage.start_tb(purge_step=state.generation + 1)
-    bar = tqdm(total=s.generations, initial=state.generation, desc="CMA-ES", unit="gen")
-    while state.generation < s.generations and not _reached(state.best_score, s.target_return):
+    bar = tqdm(total=s.generations, initial=state.generation - state.round_start, unit="gen",
+               desc="CMA-ES" + (f" (round {state.round})" if state.round else ""))
+    while state.generation < end and not _reached(state.best_score, s.target_return):
         t0 = time.perf_counter()
         g = state.generation
         candidates = np.asarray(state.es.ask())
@@ -99,7 +116,7 @@ def run_search(
         metrics = {"fitness_mean": fitness.mean(), "fitness_best": fitness.max(), "fitness_worst": fitness.min(),
                    "sigma": state.es.sigma, "frames": state.frames}
         state.generation = g + 1
-        if state.generation % s.eval_every == 0 or state.generation == s.generations:
+        if state.generation % s.eval_every == 0 or state.generation == end:
             metrics.update(_select(stage, evaluate, s, state, candidates[fitness.argmax()], identity, best_extra))
         state.seconds += time.perf_counter() - t0
         metrics["seconds"] = state.seconds

@@ -53,9 +53,12 @@ def _decode(enc: dict[str, Any], current: Any) -> Any:
     return tuple(items) if isinstance(current, tuple) else items
 
 
-def new_strategy(n_params: int, sigma: float, popsize: int, seed: int) -> cma.CMAEvolutionStrategy:
-    """pycma's strategy from zeros; the one place the search is built, fresh or for a resume."""
-    return cma.CMAEvolutionStrategy(np.zeros(n_params), sigma, {"popsize": popsize, "seed": seed, "verbose": -9})
+def new_strategy(
+    n_params: int, sigma: float, popsize: int, seed: int, x0: np.ndarray | None = None,
+) -> cma.CMAEvolutionStrategy:
+    """pycma's strategy around x0 (zeros by default); the one place a search is built."""
+    x0 = np.zeros(n_params) if x0 is None else x0
+    return cma.CMAEvolutionStrategy(x0, sigma, {"popsize": popsize, "seed": seed, "verbose": -9})
 
 
 def es_state(obj: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from data.dataset import episode_split, open_dataset, relative_names  # noqa: E402
 from data.latents import cached_dataset, latent_cache  # noqa: E402
-from utils.dreams import latent_errors  # noqa: E402
+from utils.dreams import mean_latent_errors  # noqa: E402
 from utils.upstream import DYNAMICS, load_dynamics, load_vae  # noqa: E402
 
 
@@ -57,23 +57,16 @@ def main() -> None:
     lat = latent_cache(a.logdir, dataset, files, vae, vae_id, cpu)
     _, val = episode_split(a.logdir, files)
     names = relative_names(files)
-    episodes = []
-    for e in [i for i in val if names[i].startswith(a.only)]:
-        span = lat.episode(e)
-        stop = min(span.stop, span.start + a.max_steps + 1)
-        if stop - span.start > a.horizon + 1:
-            z = vae.sample(torch.tensor(lat.stats[span.start:stop]), mean=True)[None]
-            episodes.append((z, torch.tensor(lat.actions[span.start:stop - 1])[None]))
+    episodes = [i for i in val if names[i].startswith(a.only)]
     print(f"{len(episodes)} held-out episodes, up to {a.max_steps} steps each, horizon {a.horizon}\n")
     print(f"| M | parameters | epochs | training s | MSE 1 step (/ copy) | MSE {a.horizon} steps (/ copy) |")
     print("|---|---|---|---|---|---|")
     for name in a.models:
         m, _ = load_dynamics(a.logdir, name, vae, vae_id, cpu)
-        err, copy = torch.zeros(a.horizon), torch.zeros(a.horizon)
-        for z, act in episodes:
-            e, c = latent_errors(m, z, act, a.horizon)
-            err, copy = err + e, copy + c
-        err, copy = err / len(episodes), copy / len(episodes)
+        errors = mean_latent_errors(m, vae, lat, episodes, a.horizon, a.max_steps)
+        if errors is None:
+            sys.exit(f"no held-out episode is longer than --horizon {a.horizon}")
+        err, copy = errors
         epochs, seconds = training_cost(a.logdir, name)
         n = sum(q.numel() for q in m.parameters())
         print(f"| {name} | {n:,} | {epochs} | {seconds} | {err[0]:.4f} ({err[0] / copy[0]:.2f}) "

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.dataset import fingerprint, read_meta
+from data.dataset import fingerprint, read_meta, relative_names
 from data.rollouts import load_rollout
 from models.vae import VAE, frames_to_tensor
+from utils.device import to_device
 from utils.io import atomic_open, write_json
 
 ARRAYS = ("stats", "actions", "rewards", "terminals", "truncations")
@@ -72,35 +73,57 @@ def latent_cache(
     logdir: Path, dataset: Path, files: list[Path], vae: VAE, vae_id: str, device: torch.device,
     batch: int = 256,
 ) -> Latents:
-    """Latents of every episode under the current V, encoded now only if not cached yet."""
+    """Latents of every episode under the current V. Episodes already cached under this V
+    are copied from the cache; only the others (a round's new episodes) go through V."""
     folder = Path(logdir) / "latents"
-    key = {"vae": vae_id, "dataset": str(Path(dataset).resolve()), "files": fingerprint(files)}
+    fp = [[name, *f[1:]] for name, f in zip(relative_names(files), fingerprint(files), strict=True)]
+    key = {"vae": vae_id, "dataset": str(Path(dataset).resolve()), "files": fp}
     meta_path = folder / "meta.json"
+    old: Latents | None = None
+    cached: dict[tuple, int] = {}
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if {k: meta[k] for k in key} == key:
             return _open(folder, meta)
+        if meta["vae"] == vae_id and meta["dataset"] == key["dataset"]:
+            old = _open(folder, meta)
+            cached = {tuple(f): i for i, f in enumerate(meta["files"])}
+    todo = [i for i, f in enumerate(fp) if tuple(f) not in cached]
+    if cached:
+        print(f"latents: {len(fp) - len(todo)} episodes cached, encoding {len(todo)} new ones with V")
+    elif meta_path.exists():
         print("V or the dataset changed since the latents were cached: encoding again")
     folder.mkdir(parents=True, exist_ok=True)
-    meta_path.unlink(missing_ok=True)  # invalid until every array below is complete
     vae.eval()
+    encoded = {i: _encode(files[i], vae, device, batch) for i in tqdm(todo, desc="encoding frames with V",
+                                                                        unit="ep", leave=False)}
+    n_discrete = meta["n_discrete"] if cached else discrete_actions(
+        dataset, np.concatenate([e["actions"] for e in encoded.values()]))
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ARRAYS}
-    lengths = []
-    for p in tqdm(files, desc="encoding frames with V", unit="ep", leave=False):
-        r = load_rollout(p)
-        obs = torch.from_numpy(r["observations"])
-        stats = [vae.encode(frames_to_tensor(obs[i : i + batch], device)).float().cpu().numpy()
-                 for i in range(0, len(obs), batch)]
-        parts["stats"].append(np.concatenate(stats))
-        for k in ("actions", "rewards", "terminals", "truncations"):
-            parts[k].append(r[k])
-        lengths.append(len(obs))
+    for i, f in enumerate(fp):
+        if i in encoded:
+            e = encoded[i]
+            e["actions"] = action_vectors(e["actions"], n_discrete)
+        else:
+            rows = old.episode(cached[tuple(f)])
+            e = {k: getattr(old, k)[rows] for k in ARRAYS}
+        for k in ARRAYS:
+            parts[k].append(e[k])
     arrays = {k: np.concatenate(chunks) for k, chunks in parts.items()}
-    n_discrete = discrete_actions(dataset, arrays["actions"])
-    arrays["actions"] = action_vectors(arrays["actions"], n_discrete)
+    lengths = [len(chunk) for chunk in parts["rewards"]]
+    meta_path.unlink(missing_ok=True)  # invalid until every array below is complete
     for k, array in arrays.items():
         with atomic_open(folder / f"{k}.npy") as f:
             np.save(f, array)
     meta = {**key, "offsets": np.concatenate([[0], np.cumsum(lengths)]).tolist(), "n_discrete": n_discrete}
     write_json(meta_path, meta)
     return _open(folder, meta)
+
+
+def _encode(path: Path, vae: VAE, device: torch.device, batch: int) -> dict[str, np.ndarray]:
+    """One episode's V statistics with its raw actions, rewards and ends."""
+    r = load_rollout(path)
+    obs = torch.from_numpy(r["observations"])
+    stats = [vae.encode(frames_to_tensor(to_device(obs[i : i + batch], device))).float().cpu().numpy()
+             for i in range(0, len(obs), batch)]
+    return {"stats": np.concatenate(stats), **{k: r[k] for k in ("actions", "rewards", "terminals", "truncations")}}

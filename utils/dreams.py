@@ -9,6 +9,7 @@ import imageio.v2 as imageio
 import numpy as np
 import torch
 
+from data.latents import Latents
 from models.vae import VAE
 from models.world_model import WorldModel
 
@@ -79,3 +80,22 @@ def latent_errors(m: WorldModel, z: torch.Tensor, a: torch.Tensor, horizon: int)
         m_err.append((z_hat - truth).pow(2).mean())
         copy_err.append((last - truth).pow(2).mean())
     return torch.stack(m_err), torch.stack(copy_err)
+
+
+@torch.no_grad()
+def mean_latent_errors(
+    m: WorldModel, vae: VAE, lat: Latents, episodes: list[int], horizon: int, max_steps: int,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """latent_errors averaged over `episodes` of the latent cache (their first max_steps + 1
+    steps, V's mean z), on M's device; None when none is longer than the horizon."""
+    device = next(m.parameters()).device
+    err, copy, n = torch.zeros(horizon, device=device), torch.zeros(horizon, device=device), 0
+    for e in episodes:
+        span = lat.episode(e)
+        stop = min(span.stop, span.start + max_steps + 1)
+        if stop - span.start > horizon + 1:
+            z = vae.sample(torch.as_tensor(np.array(lat.stats[span.start:stop]), device=device), mean=True)[None]
+            a = torch.as_tensor(np.array(lat.actions[span.start:stop - 1]), device=device)[None]
+            e_m, e_copy = latent_errors(m, z, a, horizon)
+            err, copy, n = err + e_m, copy + e_copy, n + 1
+    return (err / n, copy / n) if n else None

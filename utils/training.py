@@ -5,6 +5,11 @@ epoch, with the model, optimizer, plateau scheduler, early-stopping state and RN
 batch order depends only on (seed, epoch), so a resumed run continues exactly where the
 killed one stopped. best.pt is replaced only when the validation loss improves on the
 best value recorded in latest.pt, so a resume can never let a worse model overwrite it.
+
+Online rounds: a stage that passes `data` (which episodes it trains on) continues from
+latest.pt's weights and optimizer when the data has grown since, for another --epochs on
+all of it: a new round, whose epochs are numbered after the earlier rounds' and whose
+best.pt is judged on the new validation episodes only.
 """
 
 from __future__ import annotations
@@ -46,6 +51,19 @@ def check_identity(stage: StageDir, state: dict[str, Any] | None, identity: dict
         )
 
 
+def new_round(stage: StageDir, state: dict[str, Any] | None, identity: dict[str, Any]) -> bool:
+    """True when latest.pt differs from `identity` only in M's checkpoint: a round of online
+    training updated M, and C continues from its own state in the new M. Any other change
+    is refused as check_identity does."""
+    if state is None:
+        return False
+    if [k for k in identity if state["identity"].get(k) != identity[k]] == ["dynamics_id"]:
+        print(f"{stage.path}: M changed since the last run (a new round): continuing C from its state")
+        return True
+    check_identity(stage, state, identity)
+    return False
+
+
 def mean_metrics(batches: Iterator[tuple[Metrics, int]]) -> Metrics:
     """Average per-batch metrics weighted by batch size (the last batch may be short)."""
     sums: Metrics = {}
@@ -67,6 +85,12 @@ class Progress:
     stopped: bool = False  # early stopping fired
     sums: dict[str, float] = field(default_factory=dict)  # this epoch's running train metrics
     train_time: float = 0.0  # seconds spent in this epoch's training batches
+    round: int = 0  # rounds of training on grown data before this one
+    epoch0: int = 0  # epochs of those rounds: logs and best.pt count epochs from there
+
+    @property
+    def global_epoch(self) -> int:
+        return self.epoch0 + self.epoch
 
 
 @dataclass
@@ -87,10 +111,12 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         settings: TrainSettings,
         identity: dict[str, Any],
+        data: dict[str, Any] | None = None,
     ) -> None:
-        """identity: what must not change across a resume (model config, upstream, data)."""
+        """identity: what must not change across a resume (model config, upstream, dataset);
+        data: the episodes trained on, which may grow between rounds (None: they may not)."""
         self.stage, self.model, self.optimizer, self.settings = stage, model, optimizer, settings
-        self.identity = identity
+        self.identity, self.data = identity, data
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=0.5, patience=settings.lr_patience
         )
@@ -104,11 +130,19 @@ class Trainer:
         check_identity(self.stage, state, self.identity)
         load_weights(self.model, state["model"], self.stage.latest)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.progress = Progress(**state["progress"])
         self.precision.load_state_dict(state.get("scaler", {}))
         set_rng_state(state["rng"])
-        print(f"resuming {self.stage.path} at epoch {self.progress.epoch}, batch {self.progress.batch}")
+        old = Progress(**state["progress"])
+        if self.data is not None and state.get("data") not in (None, self.data):
+            # a new round: the plateau scheduler and early stopping start over on the new
+            # validation set; the optimizer keeps its moments and learning rate
+            self.progress = Progress(step=old.step, round=old.round + 1, epoch0=old.global_epoch)
+            print(f"{self.stage.path}: the data grew ({state['data'].get('episodes')} -> "
+                  f"{self.data.get('episodes')} episodes); continuing from its weights, round {old.round + 1}")
+            return
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = old
+        print(f"resuming {self.stage.path} at epoch {old.global_epoch}, batch {old.batch}")
 
     def _save_latest(self) -> None:
         save_checkpoint(self.stage.latest, {
@@ -119,6 +153,7 @@ class Trainer:
             "scaler": self.precision.state_dict(),
             "rng": rng_state(),
             "identity": self.identity,
+            **({"data": self.data} if self.data is not None else {}),
         })
 
     def _check(self, metrics: Metrics, where: str) -> None:
@@ -143,15 +178,16 @@ class Trainer:
         every rank validates on the whole validation set."""
         p, s = self.progress, self.settings
         if p.stopped:
-            print(f"{self.stage.path}: early stopping already ended training at epoch {p.epoch}")
+            print(f"{self.stage.path}: early stopping already ended training at epoch {p.global_epoch}")
             return
-        self.stage.trim_metrics(p.epoch)
-        self.stage.start_tb(purge_step=p.epoch + 1)
+        self.stage.trim_metrics(p.global_epoch)
+        self.stage.start_tb(purge_step=p.global_epoch + 1)
         last_save = time.monotonic()
         while p.epoch < s.epochs:
             self.model.train()
             bar = tqdm(batches(p.epoch, p.batch), total=n_batches, initial=p.batch,
-                       desc=f"epoch {p.epoch + 1}/{s.epochs}", unit="batch", leave=False, disable=not world().main)
+                       desc=f"epoch {p.epoch + 1}/{s.epochs}" + (f" (round {p.round})" if p.round else ""),
+                       unit="batch", leave=False, disable=not world().main)
             tick = time.perf_counter()
             for batch in bar:
                 with self.precision.autocast():
@@ -204,7 +240,8 @@ class Trainer:
             save_checkpoint(self.stage.best, {
                 "model": self.model.state_dict(),
                 "identity": self.identity,
-                "epoch": p.epoch,
+                "epoch": p.global_epoch,
+                "round": p.round,
                 "val_loss": val_loss,
                 **(best_extra() if best_extra else {}),
             })
@@ -212,12 +249,12 @@ class Trainer:
             p.bad_epochs += 1
             p.stopped = p.bad_epochs >= self.settings.stop_patience
         lr = self.optimizer.param_groups[0]["lr"]
-        self.stage.log(p.epoch, train, "train/")
-        self.stage.log(p.epoch, {**{k: float(v) for k, v in val.items()}, "lr": lr}, "val/")
+        self.stage.log(p.global_epoch, train, "train/")
+        self.stage.log(p.global_epoch, {**{k: float(v) for k, v in val.items()}, "lr": lr}, "val/")
         print(
-            f"epoch {p.epoch}: train loss {train.get('loss', math.nan):.5g}, val loss {val_loss:.5g}"
+            f"epoch {p.global_epoch}: train loss {train.get('loss', math.nan):.5g}, val loss {val_loss:.5g}"
             f"{' (best)' if improved else ''}, lr {lr:.3g}"
         )
         if after_epoch:
-            after_epoch(p.epoch)
+            after_epoch(p.global_epoch)
         self._save_latest()

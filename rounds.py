@@ -1,0 +1,193 @@
+"""Online rounds (DESIGN section 11): play with C, update M on all the data, update C, repeat.
+
+    python rounds.py --logdir exp --dataset datasets/GridWorld-v0 --rounds 3 --collect 200 \\
+        --m-args="--epochs 10 --seq-len 16" --c-args="--dream --pop-size 32 --n-samples 8 --generations 20"
+
+The logdir needs V (trainvae.py). Round 0 trains M on --dataset and C on M, as the stage
+scripts do alone (nothing is redone if they already ran). Every later round runs the same
+scripts again, each one continuing rather than restarting:
+  1. generation_script.py --policy controller: --collect episodes of the current C, with
+     exploration noise, into a new folder inside --dataset;
+  2. M's open-loop latent error on those new episodes, before M sees them;
+  3. traindynamics.py: the latent cache encodes only the new episodes, and M continues from
+     its weights on all the data for its --epochs;
+  4. trainagent.py: C continues in the updated M (CMA-ES around its best with
+     --round-sigma, the actor-critic with its actor, critic and optimizers);
+  5. test_controller.py: the real score over --eval-episodes held-out episodes and C's score
+     in M's dream; their gap is the sign of a hole in the dream.
+Each round appends one line to <logdir>/rounds/metrics.jsonl, TensorBoard scalars to
+<logdir>/tb/rounds and redraws <logdir>/rounds/rounds.png. Rerunning the command after a kill
+resumes at the step it stopped in (each script resumes itself); more --rounds adds rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from agent.evaluate import load_trained
+from data.dataset import open_dataset, read_meta, relative_names
+from data.latents import latent_cache
+from utils.cli import UserError, run_main
+from utils.dreams import mean_latent_errors
+from utils.io import write_json
+from utils.logdir import StageDir
+from utils.plot import line_plot
+from utils.upstream import DYNAMICS, load_dynamics, load_vae
+
+ROOT = Path(__file__).resolve().parent
+STEPS = ("collect", "error", "dynamics", "controller", "evaluate")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--logdir", type=Path, required=True)
+    p.add_argument("--dataset", type=Path, required=True, help="M's dataset; each round adds a folder to it")
+    p.add_argument("--dynamics", choices=list(DYNAMICS), default="mdrnn")
+    p.add_argument("--method", choices=["cmaes", "ac"], default="cmaes")
+    p.add_argument("--rounds", type=int, default=3, help="rounds after round 0 (M and C from the dataset)")
+    p.add_argument("--collect", type=int, default=100, help="episodes C plays into the dataset per round")
+    p.add_argument("--noise", type=float, default=0.1, help="C's exploration noise when collecting")
+    p.add_argument("--m-args", default="", help="traindynamics.py flags (the same every round)")
+    p.add_argument("--c-args", default="", help="trainagent.py flags (the same every round)")
+    p.add_argument("--eval-episodes", type=int, default=100, help="held-out real episodes (and dreams) per round")
+    p.add_argument("--horizon", type=int, default=10, help="steps ahead of M's open-loop latent error")
+    p.add_argument("--threads", type=int, default=2, help="worker processes for collection and evaluation")
+    p.add_argument("--seed", type=int, default=0, help="seed of the collection rounds")
+    a = p.parse_args()
+    if min(a.rounds + 1, a.collect, a.eval_episodes, a.horizon, a.threads + 1) < 1 or not 0 <= a.noise <= 1:
+        p.error("--collect, --eval-episodes and --horizon must be >= 1, --rounds and --threads >= 0, "
+                "--noise in [0, 1]")
+    return a
+
+
+class Rounds:
+    """<logdir>/rounds/: state.json (the round in progress and its finished steps) and the metrics."""
+
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.a = a
+        self.stage = StageDir(a.logdir, "rounds")
+        self.stage.start(noreload=False)
+        self.state_path = self.stage.path / "state.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else \
+            {"round": 0, "done": [], "values": {}}
+
+    def run(self, script: str, *args: str) -> None:
+        cmd = [sys.executable, script, *args]
+        print(f"\n$ python {script} {shlex.join(args)}", flush=True)
+        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+            raise UserError(f"{script} failed in round {self.state['round']}; fix the error above and rerun to resume")
+
+    def step(self, name: str, work) -> None:
+        """Run a step of the current round unless it already finished; record what it measured."""
+        if name in self.state["done"]:
+            return
+        t0 = time.monotonic()
+        values = work() or {}
+        self.state["values"].update(values)
+        self.state["values"]["seconds"] = self.state["values"].get("seconds", 0.0) + time.monotonic() - t0
+        self.state["done"].append(name)
+        write_json(self.state_path, self.state)
+
+    def finish_round(self) -> None:
+        r = self.state["round"]
+        values = {k: v for k, v in self.state["values"].items() if not isinstance(v, str)}
+        seconds = values["seconds"]
+        self.stage.log(r, values)
+        self.state = {"round": r + 1, "done": [], "values": {}}
+        write_json(self.state_path, self.state)
+        self.plot()
+        gap = values["dream_mean"] - values["real_mean"]
+        print(f"\nround {r}: real {values['real_mean']:.4g} +/- {values['real_std']:.3g}, in M's dream "
+              f"{values['dream_mean']:.4g} (gap {gap:+.4g})" +
+              (f", M's {self.a.horizon}-step latent error on C's new episodes {values['latent_error']:.4g}"
+               if "latent_error" in values else "") + f", {values['real_frames']:,} real frames, {seconds:.0f} s")
+
+    def plot(self) -> None:
+        rows = [json.loads(ln) for ln in self.stage.metrics.read_text().splitlines()]
+        x = [r["real_frames"] for r in rows]
+        line_plot(self.stage.path / "rounds.png", x,
+                  {"real": [r["real_mean"] for r in rows], "in M's dream": [r["dream_mean"] for r in rows]},
+                  "real frames", f"return ({self.a.dynamics}, {self.a.method})")
+
+
+def main() -> None:
+    a = parse_args()
+    rounds = Rounds(a)
+    m_args = ["--logdir", str(a.logdir), "--dataset", str(a.dataset), "--model", a.dynamics, *shlex.split(a.m_args)]
+    c_args = ["--logdir", str(a.logdir), "--dynamics", a.dynamics, "--method", a.method, *shlex.split(a.c_args)]
+    which = ["--logdir", str(a.logdir), "--dynamics", a.dynamics, "--method", a.method]
+    eval_dir = a.logdir / "eval"
+    tag = f"{a.dynamics}_{a.method}"
+    while rounds.state["round"] <= a.rounds:
+        r = rounds.state["round"]
+        print(f"\n=== round {r} of {a.rounds} ===")
+        if r > 0:
+            rounds.step("collect", lambda: collect(rounds, a))
+            rounds.step("error", lambda: newest_error(a))
+        rounds.step("dynamics", lambda: rounds.run("traindynamics.py", *m_args))
+        rounds.step("controller", lambda: rounds.run("trainagent.py", *c_args))
+
+        def evaluate() -> dict[str, float]:
+            common = ["--episodes", str(a.eval_episodes), "--workers", str(a.threads)]
+            rounds.run("test_controller.py", *which, *common)
+            rounds.run("test_controller.py", *which, *common, "--dream")
+            real, dream = (json.loads((eval_dir / f"{tag}{s}.json").read_text()) for s in ("", "_dream"))
+            out = {"real_mean": real["mean"], "real_std": real["std"], "dream_mean": dream["mean"],
+                   "dream_std": dream["std"], "real_frames": real_frames(a)}
+            if "success_rate" in real:
+                out["real_success"] = real["success_rate"]
+            return out
+
+        rounds.step("evaluate", evaluate)
+        rounds.finish_round()
+
+
+def collect(rounds: Rounds, a: argparse.Namespace) -> dict[str, float]:
+    """C's episodes into a new folder of the dataset; names it for the error step."""
+    _, _, ckpt = load_trained(a.logdir, a.dynamics, a.method, torch.device("cpu"))
+    folder = a.dataset / f"controller_{ckpt['id'][:8]}"
+    rounds.run("generation_script.py", "--policy", "controller", "--logdir", str(a.logdir), "--dynamics",
+               a.dynamics, "--method", a.method, "--rollouts", str(a.collect), "--noise", str(a.noise),
+               "--rootdir", str(folder), "--threads", str(a.threads),
+               "--seed", str(a.seed * 1000 + rounds.state["round"]))
+    return {"new_folder": folder.name}
+
+
+def newest_error(a: argparse.Namespace) -> dict[str, float]:
+    """M's open-loop latent error on the round's new episodes, against copying the last z, before
+    M trains on them: large where C goes and M has not been."""
+    values = json.loads((a.logdir / "rounds" / "state.json").read_text())["values"]
+    cpu = torch.device("cpu")
+    vae, vae_id = load_vae(a.logdir, cpu)
+    files = open_dataset(a.dataset)
+    lat = latent_cache(a.logdir, a.dataset, files, vae, vae_id, cpu)  # encodes only the new episodes
+    m, _ = load_dynamics(a.logdir, a.dynamics, vae, vae_id, cpu)
+    new = [i for i, n in enumerate(relative_names(files)) if n.startswith(values["new_folder"] + "/")]
+    errors = mean_latent_errors(m, vae, lat, new, a.horizon, 300)
+    if errors is None:
+        return {}
+    err, copy = errors
+    return {"latent_error": float(err[-1]), "latent_error_copy": float(copy[-1])}
+
+
+def real_frames(a: argparse.Namespace) -> int:
+    """Env steps in M's dataset (random and C's episodes) plus C's own real-env training steps."""
+    frames = sum((read_meta(meta.parent) or {}).get("frames", 0) for meta in a.dataset.rglob("dataset.json"))
+    metrics = a.logdir / "agent" / a.dynamics / a.method / "metrics.jsonl"
+    config = json.loads((metrics.parent / "config.json").read_text())
+    if a.method == "cmaes" and not config.get("dream"):
+        rows = [json.loads(ln) for ln in metrics.read_text().splitlines()]
+        frames += int(rows[-1]["frames"]) if rows else 0
+    return frames
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,148 @@
+"""Online rounds continue rather than restart: only new episodes go through V, M keeps its
+weights and optimizer on grown data, C searches on from its best in a new M, and the round
+driver resumes at the step a kill interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from agent.cmaes import SearchSettings, run_search
+from agent.episodes import Episode
+from data.dataset import open_dataset, rollout_path
+from data.latents import latent_cache
+from data.rollouts import save_rollout
+from rounds import Rounds
+from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.logdir import StageDir
+from utils.training import Trainer, TrainSettings
+
+
+class CountingV(nn.Module):
+    """A stand-in V whose latent statistics are a frame's mean colour; it counts frames."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames = 0
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        self.frames += len(x)
+        return x.mean((2, 3)).repeat(1, 2)  # (B, 6): "mu" and "logvar"
+
+
+def episode(rng: np.random.Generator, steps: int) -> dict:
+    return {"observations": rng.integers(0, 255, (steps, 64, 64, 3), dtype=np.uint8),
+            "actions": rng.integers(0, 4, steps), "rewards": rng.normal(size=steps).astype(np.float32),
+            "terminals": np.eye(steps, dtype=bool)[-1], "truncations": np.zeros(steps, bool)}
+
+
+def test_the_latent_cache_encodes_only_new_episodes(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    (data / "controller_abc").mkdir(parents=True)
+    for i, n in enumerate((5, 7, 3)):
+        save_rollout(rollout_path(data, i), episode(rng, n))
+    v, cpu = CountingV(), torch.device("cpu")
+    latent_cache(tmp_path / "exp", data, open_dataset(data), v, "v1", cpu)
+    assert v.frames == 15
+    for i, n in enumerate((4, 6)):  # a round's episodes, in a subfolder (listed before the old ones)
+        save_rollout(rollout_path(data / "controller_abc", i), episode(rng, n))
+    grown = latent_cache(tmp_path / "exp", data, open_dataset(data), v, "v1", cpu)
+    assert v.frames == 15 + 10
+    whole = latent_cache(tmp_path / "other", data, open_dataset(data), CountingV(), "v1", cpu)
+    for k in ("stats", "actions", "rewards", "terminals", "truncations", "offsets"):
+        assert np.array_equal(getattr(grown, k), getattr(whole, k)), k
+    assert grown.names[:2] == ["controller_abc/rollout_000000.npz", "controller_abc/rollout_000001.npz"]
+    latent_cache(tmp_path / "exp", data, open_dataset(data), v, "v2", cpu)  # another V: everything again
+    assert v.frames == 25 + 25
+
+
+def fit(stage: StageDir, model: nn.Module, data: dict, x: torch.Tensor, epochs: int = 2) -> Trainer:
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    trainer = Trainer(stage, model, opt, TrainSettings(epochs), {"model": "linear"}, data)
+    trainer.restore(stage.resume_state("cpu"))
+    loss = lambda b: ((model(b) - 1).pow(2).mean(),) * 2  # noqa: E731
+    trainer.fit(lambda epoch, start: iter([x] * (4 - start)), 4, lambda b: (loss(b)[0], {"loss": loss(b)[1].detach()}),
+                lambda: {"loss": loss(x)[0]})
+    return trainer
+
+
+def test_m_continues_from_its_weights_when_the_data_grows(tmp_path) -> None:
+    torch.manual_seed(0)
+    stage = StageDir(tmp_path, "dynamics/toy")
+    stage.start(noreload=False)
+    x = torch.randn(8, 3)
+    first = fit(stage, nn.Linear(3, 1), {"episodes": 10}, x)
+    trained = {k: v.clone() for k, v in first.model.state_dict().items()}
+    torch.manual_seed(123)  # a fresh model would start elsewhere
+    again = fit(stage, nn.Linear(3, 1), {"episodes": 10}, x)  # same data: nothing to do
+    assert all(torch.equal(again.model.state_dict()[k], v) for k, v in trained.items())
+    assert again.progress.global_epoch == 2 and again.progress.round == 0
+    torch.manual_seed(123)
+    model = nn.Linear(3, 1)
+    stage2 = Trainer(stage, model, torch.optim.Adam(model.parameters()), TrainSettings(2), {"model": "linear"},
+                     {"episodes": 12})
+    stage2.restore(stage.resume_state("cpu"))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items())  # continued, not restarted
+    assert stage2.optimizer.state_dict()["state"][0]["step"] == 8  # Adam's moments came along
+    grown = fit(stage, nn.Linear(3, 1), {"episodes": 12}, x)
+    assert (grown.progress.round, grown.progress.epoch0, grown.progress.global_epoch) == (1, 2, 4)
+    steps = [json.loads(ln)["step"] for ln in stage.metrics.read_text().splitlines()]
+    assert steps == [1, 1, 2, 2, 3, 3, 4, 4]  # the round's epochs are numbered after the first's
+    assert load_checkpoint(stage.best)["round"] == 1  # judged on the new validation data
+
+
+def quadratic(target: np.ndarray):
+    """A stand-in evaluator: return = -|x - target|^2 whatever the seed."""
+    def evaluate(params: np.ndarray, seeds: list[int]) -> tuple[np.ndarray, list[Episode]]:
+        r = -((np.asarray(params) - target) ** 2).sum(1)
+        return r, [Episode(float(v), 1) for v in r]
+    return evaluate
+
+
+def test_cmaes_searches_on_from_its_best_when_m_changes(tmp_path) -> None:
+    stage = StageDir(tmp_path, "agent/toy/cmaes")
+    stage.start(noreload=False)
+    s = SearchSettings(pop_size=8, n_samples=1, sigma=0.3, generations=15, eval_every=5, eval_episodes=1,
+                       round_sigma=0.05)
+    identity = {"dynamics_id": "m0", "pop_size": 8}
+    first = run_search(stage, quadratic(np.ones(4)), s, 4, identity, {})
+    best = load_checkpoint(stage.best)["params"].double().numpy()
+    second = run_search(stage, quadratic(np.ones(4)), s, 4, {**identity, "dynamics_id": "m1"}, {})
+    assert (second.round, second.round_start, second.generation) == (1, 15, 30)
+    # the round's search started at C's best with its own small step: its first candidates sit near it
+    rows = [json.loads(ln) for ln in stage.metrics.read_text().splitlines()]
+    assert rows[15]["fitness_best"] >= -((best - 1) ** 2).sum() - 0.2
+    assert rows[15]["sigma"] < 0.06 and first.best_score > -0.5
+    with pytest.raises(CheckpointError, match="pop_size"):
+        run_search(stage, quadratic(np.ones(4)), s, 4, {"dynamics_id": "m2", "pop_size": 16}, {})
+
+
+def test_the_round_driver_resumes_at_the_step_it_stopped_in(tmp_path) -> None:
+    a = argparse.Namespace(logdir=tmp_path, dynamics="mdrnn", method="cmaes", horizon=10)
+    calls: list[str] = []
+
+    def work(name: str, fail: bool = False):
+        def run() -> dict:
+            calls.append(name)
+            if fail:
+                raise RuntimeError("killed")
+            return {f"{name}_value": 1.0}
+        return run
+
+    rounds = Rounds(a)
+    rounds.step("collect", work("collect"))
+    with pytest.raises(RuntimeError):
+        rounds.step("dynamics", work("dynamics", fail=True))
+    again = Rounds(a)  # a rerun after the kill
+    for name in ("collect", "dynamics", "controller"):
+        again.step(name, work(name))
+    assert calls == ["collect", "dynamics", "dynamics", "controller"]
+    assert again.state["done"] == ["collect", "dynamics", "controller"]
+    assert again.state["values"]["collect_value"] == 1.0 and Path(tmp_path / "rounds" / "state.json").exists()
