@@ -8,16 +8,18 @@ scripts do alone (nothing is redone if they already ran). Every later round runs
 scripts again, each one continuing rather than restarting:
   1. generation_script.py --policy controller: --collect episodes of the current C, with
      exploration noise, into a new folder inside --dataset;
-  2. M's open-loop latent error on those new episodes, before M sees them;
-  3. traindynamics.py: the latent cache encodes only the new episodes, and M continues from
-     its weights on all the data for its --epochs;
+  2. V encodes the new episodes into the latent cache, and M's open-loop latent error on
+     them is measured before M trains on them;
+  3. traindynamics.py: M continues from its weights on all the data for its --epochs;
   4. trainagent.py: C continues in the updated M (CMA-ES around its best with
      --round-sigma, the actor-critic with its actor, critic and optimizers);
   5. test_controller.py: the real score over --eval-episodes held-out episodes and C's score
      in M's dream; their gap is the sign of a hole in the dream.
 Each round appends one line to <logdir>/rounds/metrics.jsonl, TensorBoard scalars to
-<logdir>/tb/rounds and redraws <logdir>/rounds/rounds.png. Rerunning the command after a kill
-resumes at the step it stopped in (each script resumes itself); more --rounds adds rounds.
+<logdir>/tb/rounds and redraws <logdir>/rounds/rounds.png; seconds_<step> splits a round's
+wall time into collection, encoding with the latent error, M, C and evaluation. Rerunning
+the command after a kill resumes at the step it stopped in (each script resumes itself);
+more --rounds adds rounds.
 """
 
 from __future__ import annotations
@@ -91,8 +93,9 @@ class Rounds:
             return
         t0 = time.monotonic()
         values = work() or {}
-        self.state["values"].update(values)
-        self.state["values"]["seconds"] = self.state["values"].get("seconds", 0.0) + time.monotonic() - t0
+        seconds = time.monotonic() - t0
+        self.state["values"].update(values, **{f"seconds_{name}": seconds})
+        self.state["values"]["seconds"] = self.state["values"].get("seconds", 0.0) + seconds
         self.state["done"].append(name)
         write_json(self.state_path, self.state)
 
