@@ -270,3 +270,19 @@ def test_ac_refuses_bad_flags_and_changed_settings(logdir) -> None:
     trainagent(logdir, "--updates", "2", "--eval-every", "2")
     changed = trainagent(logdir, "--updates", "4", "--horizon", "5", check=False)
     assert changed.returncode != 0 and "imagination" in changed.stderr
+
+
+def test_a_new_m_continues_the_actor_critic_for_more_updates(logdir) -> None:
+    """An online round: latest.pt made on another M continues (optimizers included) for
+    --updates more, and best.pt is judged afresh in the new round."""
+    trainagent(logdir, "--updates", "4", "--eval-every", "2")
+    latest = logdir / "agent" / "mdrnn" / "ac" / "latest.pt"
+    ckpt = load_checkpoint(latest)
+    torch.save({**ckpt, "identity": {**ckpt["identity"], "dynamics_id": "an older M"}}, latest)
+    out = trainagent(logdir, "--updates", "4", "--eval-every", "2")
+    assert "a new round" in out.stdout
+    after = load_checkpoint(latest)
+    assert (after["loop"]["update"], after["loop"]["round"], after["loop"]["round_start"]) == (8, 1, 4)
+    assert after["learner"]["actor_opt"]["state"][0]["step"] == 8  # Adam went on, it did not start over
+    assert [ln["step"] for ln in metric_lines(logdir)] == [2, 4, 6, 8]
+    assert load_checkpoint(logdir / "agent" / "mdrnn" / "ac" / "best.pt")["update"] in (6, 8)

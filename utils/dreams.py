@@ -20,8 +20,8 @@ def open_loop(
     temperature: float, device: torch.device,
 ) -> np.ndarray:
     """Frames (T, 64, 64, 3) uint8: V's reconstructions for t < context, dreams after."""
-    s = torch.as_tensor(np.asarray(stats), device=device)
-    a = torch.as_tensor(np.asarray(actions), device=device)
+    s = torch.as_tensor(np.array(stats), device=device)  # a copy: the cache's memory maps are read-only
+    a = torch.as_tensor(np.array(actions), device=device)
     state, zs = m.initial_state(1), []
     for t in range(len(s)):
         if t < context:
