@@ -40,9 +40,9 @@ def _config(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _stage(folder: Path, seed: Any) -> dict[str, Any]:
-    runs = read_runs(folder)
-    return {"seed": seed, "commands": [r["command"] for r in runs],
+def _summary(runs: list[dict[str, Any]], seed: Any) -> dict[str, Any]:
+    """Each distinct command once, in order (running one again resumes it), and the seconds of all runs."""
+    return {"seed": seed, "commands": list(dict.fromkeys(r["command"] for r in runs)),
             "seconds": round(sum(r["seconds"] for r in runs), 2)}
 
 
@@ -51,8 +51,7 @@ def dataset_stage(root: Path) -> dict[str, Any]:
     meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").exists() else {}
     runs = sorted((r for folder in [root, *sorted(p.parent for p in root.rglob("*/runs.jsonl"))]
                    for r in read_runs(folder)), key=lambda r: r["finished"])
-    return {"seed": meta.get("seed"), "commands": [r["command"] for r in runs],
-            "seconds": round(sum(r["seconds"] for r in runs), 2)}
+    return _summary(runs, meta.get("seed"))
 
 
 def stages(logdir: Path, dataset: Path, dynamics: str | None, method: str | None) -> dict[str, dict[str, Any]]:
@@ -64,7 +63,7 @@ def stages(logdir: Path, dataset: Path, dynamics: str | None, method: str | None
     if dynamics and method:
         folders["controller"] = logdir / "agent" / dynamics / method
     for name, folder in folders.items():
-        out[name] = _stage(folder, _config(folder).get("seed"))
+        out[name] = _summary(read_runs(folder), _config(folder).get("seed"))
     return out
 
 
