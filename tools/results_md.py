@@ -29,6 +29,7 @@ ANCHORS = {
 KEYS = ("env", "dynamics", "controller", "dream_only", "returns", "mean", "std", "seed", "commands", "seconds",
         "commit", "evaluation")
 SEED = re.compile(r"_seed\d+$")
+STAGES = ("data", "vae", "dynamics", "controller", "eval")  # the pipeline's order, for the commands
 
 
 def load(folder: Path) -> list[tuple[str, dict]]:
@@ -83,17 +84,19 @@ def env_section(env: str, records: list[tuple[str, dict]]) -> list[str]:
         for name, r in members:
             s = r["seed"]
             seeds = ", ".join(str(s.get(k, "-")) for k in ("data", "vae", "dynamics", "controller"))
+            beside = "-" if r["controller"] == "random" else ref
             lines.append(f"| [{Path(name).stem}]({name}) | {r['dynamics'] or '-'} | {r['controller']} | {where(r)} "
-                         f"| {seeds} | {len(r['returns'])} | {score(r)} | {ref} |")
+                         f"| {seeds} | {len(r['returns'])} | {score(r)} | {beside} |")
         if len(members) > 1:
             lines.append(f"| **{recipe}** | | | | | | **{over_seeds([r for _, r in members])}** | |")
     lines.append("")
     for recipe, members in groups.items():
         name, r = members[0]
-        secs = ", ".join(f"{k} {v:.0f} s" for k, v in r["seconds"].items())
+        order = [k for k in STAGES if k in r["commands"]]
+        secs = ", ".join(f"{k} {r['seconds'][k]:.0f} s" for k in order)
         lines += [f"`{recipe}`, as run for {Path(name).stem} (commit {r['commit'][:10]}, torch {r['torch']}, "
                   f"{r['cpus']} CPUs, {r['device']}; {secs}):", "", "```bash"]
-        lines += [c for stage in r["commands"].values() for c in stage] + ["```", ""]
+        lines += [c for k in order for c in r["commands"][k]] + ["```", ""]
     return lines
 
 
