@@ -122,8 +122,10 @@ class Rounds:
 
 
 def main() -> None:
+    started = time.monotonic()
     a = parse_args()
     rounds = Rounds(a)
+    rounds.stage.write_config({**vars(a), "logdir": str(a.logdir), "dataset": str(a.dataset)})
     m_args = ["--logdir", str(a.logdir), "--dataset", str(a.dataset), "--model", a.dynamics, *shlex.split(a.m_args)]
     c_args = ["--logdir", str(a.logdir), "--dynamics", a.dynamics, "--method", a.method, *shlex.split(a.c_args)]
     which = ["--logdir", str(a.logdir), "--dynamics", a.dynamics, "--method", a.method]
@@ -151,6 +153,7 @@ def main() -> None:
 
         rounds.step("evaluate", evaluate)
         rounds.finish_round()
+    rounds.stage.record_run(started)
 
 
 def collect(rounds: Rounds, a: argparse.Namespace) -> dict[str, float]:

@@ -29,7 +29,7 @@ ANCHORS = {
 KEYS = ("env", "dynamics", "controller", "dream_only", "returns", "mean", "std", "seed", "commands", "seconds",
         "commit", "evaluation")
 SEED = re.compile(r"_seed\d+$")
-STAGES = ("data", "vae", "dynamics", "controller", "eval")  # the pipeline's order, for the commands
+STAGES = ("data", "vae", "dynamics", "controller", "rounds", "eval")  # the pipeline's order, for the commands
 
 
 def load(folder: Path) -> list[tuple[str, dict]]:

@@ -62,6 +62,8 @@ def stages(logdir: Path, dataset: Path, dynamics: str | None, method: str | None
         folders["dynamics"] = logdir / "dynamics" / dynamics
     if dynamics and method:
         folders["controller"] = logdir / "agent" / dynamics / method
+    if dynamics and (logdir / "rounds" / "runs.jsonl").exists():
+        folders["rounds"] = logdir / "rounds"  # rounds.py drove the stages above
     for name, folder in folders.items():
         out[name] = _summary(read_runs(folder), _config(folder).get("seed"))
     return out
