@@ -103,6 +103,7 @@ class Rounds:
         r = self.state["round"]
         values = {k: v for k, v in self.state["values"].items() if not isinstance(v, str)}
         seconds = values["seconds"]
+        self.stage.trim_metrics(r - 1)  # a kill after this line and before state.json moves on logs r again
         self.stage.log(r, values)
         self.state = {"round": r + 1, "done": [], "values": {}}
         write_json(self.state_path, self.state)

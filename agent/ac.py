@@ -92,6 +92,7 @@ def run_actor_critic(
     bar = tqdm(total=s.updates, initial=state.update - state.round_start, unit="update", disable=not world().main,
                desc="actor-critic" + (f" (round {state.round})" if state.round else ""))
     sums: dict[str, float] = {}
+    summed = 0  # updates in sums: a round need not start at a multiple of eval_every
     seeds = [episode_seed(s.seed, SELECT, j) for j in range(s.eval_episodes)]
     while state.update < end and not (s.target_return is not None and state.best_score >= s.target_return):
         t0 = time.perf_counter()
@@ -105,14 +106,14 @@ def run_actor_critic(
         state.imagined += learner.s.horizon * total_over_ranks(len(next(iter(start.values()))))
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + v
+        summed += 1
         bar.update(1)
         bar.set_postfix(ret=f"{metrics['return']:.3g}", sel=f"{state.best_score:.3g}", refresh=False)
         state.seconds += time.perf_counter() - t0
         if state.update % s.eval_every and state.update != end:
             continue
-        n = state.update % s.eval_every or s.eval_every
-        logged = {k: v / n for k, v in sums.items()}
-        sums = {}
+        logged = {k: v / summed for k, v in sums.items()}
+        sums, summed = {}, 0
         params = flat_params(learner.actor)
         returns, episodes = (evaluate(np.repeat(params.numpy()[None], s.eval_episodes, 0), seeds) if evaluate
                              else (np.zeros(1), []))  # under torchrun rank 0 alone plays them

@@ -98,8 +98,9 @@ def run_search(
         stage.trim_metrics(state.generation)
         print(f"resuming {stage.path} after generation {state.generation} "
               f"(best selection score {state.best_score:.4g})")
-    if rounds:
-        state.start_round(load_checkpoint(stage.best)["params"].double().numpy(), s)
+    if rounds:  # around C's best so far (the search's mean if no selection has run yet)
+        best = load_checkpoint(stage.best)["params"].double().numpy() if stage.best.exists() else state.es.mean
+        state.start_round(np.array(best), s)
     end = state.round_start + s.generations
     stage.start_tb(purge_step=state.generation + 1)
     bar = tqdm(total=s.generations, initial=state.generation - state.round_start, unit="gen",

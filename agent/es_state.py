@@ -33,12 +33,15 @@ def _encode(value: Any) -> Any:
     if isinstance(value, _PLAIN):
         return {"v": value}
     if isinstance(value, np.ndarray) and value.dtype != object:
-        return {"a": torch.from_numpy(value.copy())}
+        # the memory order too: pycma's eigenvectors are Fortran-ordered, and products with a
+        # C-ordered copy round differently (a resumed search would drift from the original)
+        fortran = value.flags.f_contiguous and not value.flags.c_contiguous
+        return {"a": torch.from_numpy(np.ascontiguousarray(value)), "fortran": fortran}
     if isinstance(value, list | tuple) and not hasattr(value, "__dict__"):
         items = [_encode(v) for v in value]
         return None if any(i is None for i in items) else {"l": items}
     if hasattr(value, "__dict__") and type(value).__module__.startswith("cma"):
-        return {"o": es_state(value)}
+        return {"o": _state(value)}
     return None
 
 
@@ -48,7 +51,8 @@ def _decode(enc: dict[str, Any], current: Any) -> Any:
     if _SCALAR in enc:
         return enc[_SCALAR].numpy()[0]
     if "a" in enc:
-        return enc["a"].numpy().copy()
+        array = enc["a"].numpy()
+        return np.asfortranarray(array) if enc["fortran"] else array.copy()
     items = [_decode(e, None) for e in enc["l"]]
     return tuple(items) if isinstance(current, tuple) else items
 
@@ -61,11 +65,16 @@ def new_strategy(
     return cma.CMAEvolutionStrategy(x0, sigma, {"popsize": popsize, "seed": seed, "verbose": -9})
 
 
-def es_state(obj: Any) -> dict[str, Any]:
+def es_state(es: Any) -> dict[str, Any]:
+    """The strategy's state; its B, C and D are its sampler's arrays, saved there once."""
+    return _state(es, skip=frozenset({"B", "C", "D"}))
+
+
+def _state(obj: Any, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Every data attribute of a pycma object, recursively, as tensors and plain values."""
     out: dict[str, Any] = {}
     for name, value in vars(obj).items():
-        if name in _SKIP or (isinstance(value, dict) and not hasattr(value, "__dict__")):
+        if name in _SKIP or name in skip or (isinstance(value, dict) and not hasattr(value, "__dict__")):
             continue  # plain dicts in pycma are caches keyed by tuples or solutions
         enc = _encode(value)
         if enc is not None:
@@ -76,6 +85,7 @@ def es_state(obj: Any) -> dict[str, Any]:
 def restore_es(es: Any, state: dict[str, Any]) -> None:
     """Write a saved es_state back into a freshly built CMAEvolutionStrategy of the same settings."""
     _restore(es, state)
+    es.B, es.C, es.D = es.sm.B, es.sm.C, es.sm.D  # one array each, shared as pycma shares them
     if es.countiter > 0:  # pycma starts its wall clock at the first ask and expects it afterwards
         es.timer = ElapsedWCTime()
 

@@ -124,6 +124,16 @@ def test_cmaes_searches_on_from_its_best_when_m_changes(tmp_path) -> None:
         run_search(stage, quadratic(np.ones(4)), s, 4, {"dynamics_id": "m2", "pop_size": 16}, {})
 
 
+def test_a_round_before_any_selection_starts_at_the_search_mean(tmp_path) -> None:
+    stage = StageDir(tmp_path, "agent/toy/cmaes")
+    stage.start(noreload=False)
+    s = SearchSettings(pop_size=8, n_samples=1, generations=3, eval_every=100, eval_episodes=1)
+    run_search(stage, quadratic(np.ones(4)), s, 4, {"dynamics_id": "m0"}, {})
+    stage.best.unlink()  # as if killed before its first selection
+    again = run_search(stage, quadratic(np.ones(4)), s, 4, {"dynamics_id": "m1"}, {})
+    assert (again.round, again.generation) == (1, 6) and stage.best.exists()
+
+
 def test_the_round_driver_resumes_at_the_step_it_stopped_in(tmp_path) -> None:
     a = argparse.Namespace(logdir=tmp_path, dynamics="mdrnn", method="cmaes", horizon=10)
     calls: list[str] = []
