@@ -137,7 +137,7 @@ def main() -> None:
         print(f"\n=== round {r} of {a.rounds} ===")
         if r > 0:
             rounds.step("collect", lambda: collect(rounds, a))
-            rounds.step("error", lambda: newest_error(a))
+            rounds.step("error", lambda: newest_error(a, rounds.state["values"]["new_folder"]))
         rounds.step("dynamics", lambda: rounds.run("traindynamics.py", *m_args))
         rounds.step("controller", lambda: rounds.run("trainagent.py", *c_args))
 
@@ -168,16 +168,15 @@ def collect(rounds: Rounds, a: argparse.Namespace) -> dict[str, float]:
     return {"new_folder": folder.name}
 
 
-def newest_error(a: argparse.Namespace) -> dict[str, float]:
+def newest_error(a: argparse.Namespace, new_folder: str) -> dict[str, float]:
     """M's open-loop latent error on the round's new episodes, against copying the last z, before
     M trains on them: large where C goes and M has not been."""
-    values = json.loads((a.logdir / "rounds" / "state.json").read_text())["values"]
     cpu = torch.device("cpu")
     vae, vae_id = load_vae(a.logdir, cpu)
     files = open_dataset(a.dataset)
     lat = latent_cache(a.logdir, a.dataset, files, vae, vae_id, cpu)  # encodes only the new episodes
     m, _ = load_dynamics(a.logdir, a.dynamics, vae, vae_id, cpu)
-    new = [i for i, n in enumerate(relative_names(files)) if n.startswith(values["new_folder"] + "/")]
+    new = [i for i, n in enumerate(relative_names(files)) if n.startswith(new_folder + "/")]
     errors = mean_latent_errors(m, vae, lat, new, a.horizon, 300)
     if errors is None:
         return {}
