@@ -3,12 +3,14 @@
     python generation_script.py --env CarRacing-v3 --rollouts 1000 --threads 8
     python generation_script.py --env CarRacing-v3 --rollouts 1000 --threads 64 --ray auto
     python generation_script.py --policy controller --logdir exp --rollouts 500
+    python generation_script.py --policy controller --method plan --plan-light --logdir exp --rollouts 600
 
 Rerunning tops the dataset up to --rollouts: finished episodes are kept, missing ones are
 generated, and each episode depends only on (--seed, its index), with either backend.
 
 --policy controller is Ha & Schmidhuber's iterative training: the trained C of --logdir
-(agent/<--method>/best.pt) plays with --noise exploration, and its episodes go to a
+(agent/<dynamics>/<method>/best.pt), or PlaNet's planner on its M (--method plan), plays
+with --noise exploration, and its episodes go to a
 subfolder of the dataset M was trained on (controller_<C's id>/), so retraining M on
 that dataset learns from random and controller episodes together.
 """
@@ -22,7 +24,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from agent.evaluate import check_env_fits, load_trained
+from agent.evaluate import check_env_fits, load_trained, logdir_action_repeat
+from agent.planner import METHODS, planner_arguments, planner_settings
 from agent.policy import ControllerSpec, init_controller_generator
 from data.collect import EpisodeJob, generate_episode, init_generator
 from data.dataset import (
@@ -63,16 +66,22 @@ def parse_args() -> argparse.Namespace:
                    help="auto: brownian for continuous actions, sticky for discrete; controller: --logdir's trained C")
     p.add_argument("--logdir", type=Path, help="--policy controller: the logdir holding V, M and C")
     p.add_argument("--dynamics", choices=list(DYNAMICS), default="mdrnn", help="--policy controller: which M's C")
-    p.add_argument("--method", choices=["cmaes", "ac"], default="cmaes", help="--policy controller: which C")
+    p.add_argument("--method", choices=METHODS, default="cmaes",
+                   help="--policy controller: which C (plan: PlaNet's planner on M)")
     p.add_argument("--noise", type=float, default=0.1,
                    help="--policy controller: random-action probability (discrete) or Gaussian std in half box "
                         "widths (continuous)")
     p.add_argument("--device", default="cpu", help="--policy controller: where the workers run V, M and C")
-    p.add_argument("--max-steps", type=int, help="cap on episode length (a truncation)")
+    p.add_argument("--max-steps", type=int, help="cap on episode length in agent steps (a truncation)")
+    p.add_argument("--action-repeat", type=int,
+                   help="env steps per agent step, rewards summed (default 1, or M's with --policy controller); "
+                        "every later stage takes it from the dataset")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds one episode may take before its worker counts as hung")
+    planner_arguments(p)
     args = p.parse_args()
+    args.planner = planner_settings(args) if args.method == "plan" else None
     if args.rollouts < 1 or args.threads < 0 or (args.max_steps is not None and args.max_steps < 1):
         p.error("--rollouts and --max-steps must be >= 1, --threads >= 0")
     if args.ray and args.threads < 1:
@@ -81,27 +90,35 @@ def parse_args() -> argparse.Namespace:
         p.error("--policy controller and --logdir go together")
     if not 0 <= args.noise <= 1:
         p.error("--noise must lie in [0, 1]")
+    if args.action_repeat is not None and args.action_repeat < 1:
+        p.error("--action-repeat must be >= 1")
     return args
 
 
 def controller_source(args: argparse.Namespace) -> tuple[ControllerSpec, dict]:
     """Load C once here (a clear error if it is missing or stale) and say what it is."""
     device = resolve_device(args.device)
-    _, _, ckpt = load_trained(args.logdir, args.dynamics, args.method, device)
+    _, _, ckpt = load_trained(args.logdir, args.dynamics, args.method, device, args.planner)
+    repeat = logdir_action_repeat(args.logdir)
+    if args.action_repeat not in (None, repeat):
+        raise DatasetError(f"--action-repeat {args.action_repeat}: M in {args.logdir} learned from episodes "
+                           f"repeating each action {repeat} times; collect with the same")
+    args.action_repeat = repeat
     if args.env and args.env != ckpt["env"]:
         env = make_env(args.env)
         env.close()
         check_env_fits(args.logdir, args.env, env.action_space)
     args.env = args.env or ckpt["env"]
     args.rootdir = args.rootdir or cached_dataset(args.logdir) / f"controller_{ckpt['id'][:8]}"
-    spec = ControllerSpec(str(args.logdir.resolve()), args.dynamics, args.method, args.noise, str(device))
+    spec = ControllerSpec(str(args.logdir.resolve()), args.dynamics, args.method, args.noise, str(device),
+                          args.planner, repeat)
     return spec, {"logdir": spec.logdir, "dynamics": args.dynamics, "method": args.method, "c_id": ckpt["id"],
-                  "noise": args.noise}
+                  "noise": args.noise, **({"planner": args.planner} if args.planner else {})}
 
 
 def dataset_meta(args: argparse.Namespace, controller: dict | None) -> dict:
     """What defines the dataset; a top-up must agree with it. Also checks env and policy."""
-    env = make_env(args.env)
+    env = make_env(args.env, args.action_repeat)
     try:
         policy = "ControllerPolicy" if controller else type(make_policy(args.policy, env.action_space)).__name__
     except ValueError as e:
@@ -116,6 +133,7 @@ def dataset_meta(args: argparse.Namespace, controller: dict | None) -> dict:
         **({"controller": controller} if controller else {}),
         "seed": args.seed,
         "max_steps": args.max_steps,
+        **({"action_repeat": args.action_repeat} if args.action_repeat > 1 else {}),
     }
 
 
@@ -124,6 +142,7 @@ def main() -> None:
     args = parse_args()
     spec, controller = controller_source(args) if args.policy == "controller" else (None, None)
     args.env = args.env or "GridWorld-v0"
+    args.action_repeat = args.action_repeat or 1
     args.rootdir = args.rootdir or Path("datasets") / args.env
     meta = dataset_meta(args, controller)
     root: Path = writable_dir(args.rootdir)
@@ -150,8 +169,8 @@ def main() -> None:
           f"policy {meta['policy']}")
     new_frames, t0, last_save = 0, time.monotonic(), 0.0
     jobs = [EpisodeJob(args.seed, i, args.max_steps) for i in todo]
-    init, init_args = (init_controller_generator, (args.env, spec)) if spec else (init_generator,
-                                                                                  (args.env, args.policy))
+    init, init_args = (init_controller_generator, (args.env, spec)) if spec else (
+        init_generator, (args.env, args.policy, args.action_repeat))
     try:
         with open_pool(args.threads, init, generate_episode, init_args, args.timeout, 1, args.ray,
                        gpus=bool(spec) and spec.device.startswith("cuda")) as pool, \

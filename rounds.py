@@ -15,6 +15,8 @@ scripts again, each one continuing rather than restarting:
      --round-sigma, the actor-critic with its actor, critic and optimizers);
   5. test_controller.py: the real score over --eval-episodes held-out episodes and C's score
      in M's dream; their gap is the sign of a hole in the dream.
+With --method plan, PlaNet's loop: the planner (its --plan-* flags) collects and is
+evaluated in the real env, and there is no C to train (step 4) or to dream with.
 Each round appends one line to <logdir>/rounds/metrics.jsonl, TensorBoard scalars to
 <logdir>/tb/rounds and redraws <logdir>/rounds/rounds.png; seconds_<step> splits a round's
 wall time into collection, encoding with the latent error, M, C and evaluation. Rerunning
@@ -35,6 +37,7 @@ from pathlib import Path
 import torch
 
 from agent.evaluate import load_trained
+from agent.planner import METHODS, planner_arguments, planner_flags, planner_settings
 from data.dataset import open_dataset, read_meta, relative_names
 from data.latents import latent_cache
 from utils.cli import UserError, run_main
@@ -53,7 +56,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--logdir", type=Path, required=True)
     p.add_argument("--dataset", type=Path, required=True, help="M's dataset; each round adds a folder to it")
     p.add_argument("--dynamics", choices=list(DYNAMICS), default="mdrnn")
-    p.add_argument("--method", choices=["cmaes", "ac"], default="cmaes")
+    p.add_argument("--method", choices=METHODS, default="cmaes", help="C, or PlaNet's planner (plan)")
     p.add_argument("--rounds", type=int, default=3, help="rounds after round 0 (M and C from the dataset)")
     p.add_argument("--collect", type=int, default=100, help="episodes C plays into the dataset per round")
     p.add_argument("--noise", type=float, default=0.1, help="C's exploration noise when collecting")
@@ -63,7 +66,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--horizon", type=int, default=10, help="steps ahead of M's open-loop latent error")
     p.add_argument("--threads", type=int, default=2, help="worker processes for collection and evaluation")
     p.add_argument("--seed", type=int, default=0, help="seed of the collection rounds")
+    planner_arguments(p)
     a = p.parse_args()
+    a.plan_flags = planner_flags(planner_settings(a)) if a.method == "plan" else []
     if min(a.rounds + 1, a.collect, a.eval_episodes, a.horizon, a.threads + 1) < 1 or not 0 <= a.noise <= 1:
         p.error("--collect, --eval-episodes and --horizon must be >= 1, --rounds and --threads >= 0, "
                 "--noise in [0, 1]")
@@ -108,17 +113,19 @@ class Rounds:
         self.state = {"round": r + 1, "done": [], "values": {}}
         write_json(self.state_path, self.state)
         self.plot()
-        gap = values["dream_mean"] - values["real_mean"]
-        print(f"\nround {r}: real {values['real_mean']:.4g} +/- {values['real_std']:.3g}, in M's dream "
-              f"{values['dream_mean']:.4g} (gap {gap:+.4g})" +
+        dream = (f", in M's dream {values['dream_mean']:.4g} (gap {values['dream_mean'] - values['real_mean']:+.4g})"
+                 if "dream_mean" in values else "")
+        print(f"\nround {r}: real {values['real_mean']:.4g} +/- {values['real_std']:.3g}{dream}" +
               (f", M's {self.a.horizon}-step latent error on C's new episodes {values['latent_error']:.4g}"
                if "latent_error" in values else "") + f", {values['real_frames']:,} real frames, {seconds:.0f} s")
 
     def plot(self) -> None:
         rows = [json.loads(ln) for ln in self.stage.metrics.read_text().splitlines()]
         x = [r["real_frames"] for r in rows]
-        line_plot(self.stage.path / "rounds.png", x,
-                  {"real": [r["real_mean"] for r in rows], "in M's dream": [r["dream_mean"] for r in rows]},
+        curves = {"real": [r["real_mean"] for r in rows]}
+        if all("dream_mean" in r for r in rows):
+            curves["in M's dream"] = [r["dream_mean"] for r in rows]
+        line_plot(self.stage.path / "rounds.png", x, curves,
                   "real frames", f"return ({self.a.dynamics}, {self.a.method})")
 
 
@@ -129,7 +136,7 @@ def main() -> None:
     rounds.stage.write_config({**vars(a), "logdir": str(a.logdir), "dataset": str(a.dataset)})
     m_args = ["--logdir", str(a.logdir), "--dataset", str(a.dataset), "--model", a.dynamics, *shlex.split(a.m_args)]
     c_args = ["--logdir", str(a.logdir), "--dynamics", a.dynamics, "--method", a.method, *shlex.split(a.c_args)]
-    which = ["--logdir", str(a.logdir), "--dynamics", a.dynamics, "--method", a.method]
+    which = ["--logdir", str(a.logdir), "--dynamics", a.dynamics, "--method", a.method, *a.plan_flags]
     eval_dir = a.logdir / "eval"
     tag = f"{a.dynamics}_{a.method}"
     while rounds.state["round"] <= a.rounds:
@@ -139,15 +146,18 @@ def main() -> None:
             rounds.step("collect", lambda: collect(rounds, a))
             rounds.step("error", lambda: newest_error(a, rounds.state["values"]["new_folder"]))
         rounds.step("dynamics", lambda: rounds.run("traindynamics.py", *m_args))
-        rounds.step("controller", lambda: rounds.run("trainagent.py", *c_args))
+        if a.method != "plan":
+            rounds.step("controller", lambda: rounds.run("trainagent.py", *c_args))
 
         def evaluate() -> dict[str, float]:
             common = ["--episodes", str(a.eval_episodes), "--workers", str(a.threads)]
             rounds.run("test_controller.py", *which, *common)
-            rounds.run("test_controller.py", *which, *common, "--dream")
-            real, dream = (json.loads((eval_dir / f"{tag}{s}.json").read_text()) for s in ("", "_dream"))
-            out = {"real_mean": real["mean"], "real_std": real["std"], "dream_mean": dream["mean"],
-                   "dream_std": dream["std"], "real_frames": real_frames(a)}
+            real = json.loads((eval_dir / f"{tag}.json").read_text())
+            out = {"real_mean": real["mean"], "real_std": real["std"], "real_frames": real_frames(a)}
+            if a.method != "plan":  # the planner has no dream score of its own
+                rounds.run("test_controller.py", *which, *common, "--dream")
+                dream = json.loads((eval_dir / f"{tag}_dream.json").read_text())
+                out.update(dream_mean=dream["mean"], dream_std=dream["std"])
             if "success_rate" in real:
                 out["real_success"] = real["success_rate"]
             return out
@@ -159,10 +169,11 @@ def main() -> None:
 
 def collect(rounds: Rounds, a: argparse.Namespace) -> dict[str, float]:
     """C's episodes into a new folder of the dataset; names it for the error step."""
-    _, _, ckpt = load_trained(a.logdir, a.dynamics, a.method, torch.device("cpu"))
+    _, _, ckpt = load_trained(a.logdir, a.dynamics, a.method, torch.device("cpu"),
+                              planner_settings(a) if a.method == "plan" else None)
     folder = a.dataset / f"controller_{ckpt['id'][:8]}"
     rounds.run("generation_script.py", "--policy", "controller", "--logdir", str(a.logdir), "--dynamics",
-               a.dynamics, "--method", a.method, "--rollouts", str(a.collect), "--noise", str(a.noise),
+               a.dynamics, "--method", a.method, *a.plan_flags, "--rollouts", str(a.collect), "--noise", str(a.noise),
                "--rootdir", str(folder), "--threads", str(a.threads),
                "--seed", str(a.seed * 1000 + rounds.state["round"]))
     return {"new_folder": folder.name}
@@ -187,6 +198,8 @@ def newest_error(a: argparse.Namespace, new_folder: str) -> dict[str, float]:
 def real_frames(a: argparse.Namespace) -> int:
     """Env steps in M's dataset (random and C's episodes) plus C's own real-env training steps."""
     frames = sum((read_meta(meta.parent) or {}).get("frames", 0) for meta in a.dataset.rglob("dataset.json"))
+    if a.method == "plan":
+        return frames
     metrics = a.logdir / "agent" / a.dynamics / a.method / "metrics.jsonl"
     config = json.loads((metrics.parent / "config.json").read_text())
     if a.method == "cmaes" and not config.get("dream"):

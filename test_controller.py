@@ -3,6 +3,7 @@
     python test_controller.py --logdir exp --episodes 100 --video 3
     python test_controller.py --logdir exp --dynamics rssm --method ac   # the actor-critic on the RSSM
     python test_controller.py --logdir exp --episodes 100 --results results/my_run_seed0.json
+    python test_controller.py --logdir exp --method plan --plan-light   # PlaNet's planner on M, no C
     python test_controller.py --logdir exp --random            # the random-policy baseline
     python test_controller.py --logdir exp --dream --video 2   # C acting inside M, decoded by V
     xvfb-run -s "-screen 0 1400x900x24" python test_controller.py --logdir exp --display --episodes 3
@@ -28,8 +29,17 @@ import torch
 from tqdm import tqdm
 
 from agent.episodes import REAL_Z, Episode, random_episode
-from agent.evaluate import TRAIN_SEEDS, AgentSpec, RealEvaluator, dream_evaluator, load_trained, logdir_env
+from agent.evaluate import (
+    TRAIN_SEEDS,
+    AgentSpec,
+    RealEvaluator,
+    dream_evaluator,
+    load_trained,
+    logdir_action_repeat,
+    logdir_env,
+)
 from agent.media import Window, write_video
+from agent.planner import METHODS, planner_arguments, planner_settings
 from data.envs import make_env, time_limit
 from data.latents import cached_dataset
 from utils.cli import UserError, run_main
@@ -43,7 +53,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--logdir", type=Path, required=True)
     p.add_argument("--dynamics", choices=list(DYNAMICS), default="mdrnn", help="which M's C")
-    p.add_argument("--method", choices=["cmaes", "ac"], default="cmaes", help="which trained C")
+    p.add_argument("--method", choices=METHODS, default="cmaes",
+                   help="which C: a trained one (cmaes, ac), or PlaNet's planner on M (plan: nothing to train)")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--seed", type=int, default=TRAIN_SEEDS, help="first episode seed (training uses < 2^30)")
     p.add_argument("--video", type=int, default=0, metavar="N", help="write MP4s of the first N episodes")
@@ -62,7 +73,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--results", type=Path, metavar="FILE.json",
                    help="also write the run's ledger file (commit it under results/; RESULTS.md is made from those)")
+    planner_arguments(p)
     a = p.parse_args()
+    a.planner = planner_settings(a) if a.method == "plan" else None
+    if a.method == "plan" and a.dream:
+        p.error("the planner acts in the real env only: evaluate it without --dream")
     if a.envs_per_worker < 1:
         p.error("--envs-per-worker must be >= 1")
     if a.episodes < 1 or a.video < 0 or a.workers < 0 or a.seed < 0:
@@ -107,10 +122,11 @@ def main() -> None:
     if a.random:  # no C needed: the env M's dataset came from
         agent, params, ckpt = None, None, {"env": logdir_env(a.logdir)}
     else:
-        agent, params, ckpt = load_trained(a.logdir, a.dynamics, a.method, device)
+        agent, params, ckpt = load_trained(a.logdir, a.dynamics, a.method, device, a.planner)
         agent.real_z = a.real_z
     env_id = ckpt["env"]
-    env = make_env(env_id)
+    repeat = logdir_action_repeat(a.logdir)
+    env = make_env(env_id, repeat)
     max_steps = a.max_steps or time_limit(env)
     fps = int(env.metadata.get("render_fps") or 30)
     seeds = [a.seed + i for i in range(a.episodes)]
@@ -147,11 +163,10 @@ def main() -> None:
             episodes = dream_episodes(agent, a.logdir, ckpt["vae"], params, seeds, tau, max_steps,
                                       bool(identity.get("survival")), frame_sink)
         else:
-            when = f"generation {ckpt['generation']}" if "generation" in ckpt else f"update {ckpt['update']}"
-            name, out = f"controller ({when})", f"{tag}.json"
+            name, out = describe_controller(ckpt), f"{tag}.json"
             episodes = real_episodes(agent, env, params, seeds, max_steps, a, frame_sink,
                                      AgentSpec(str(a.logdir), ckpt["dynamics"], env_id, ckpt["controller"], "cpu",
-                                               a.real_z))
+                                               a.real_z, repeat))
     env.close()
     if window is not None:
         window.close()
@@ -170,17 +185,28 @@ def main() -> None:
         print(f"videos in {videos}")
 
 
+def describe_controller(ckpt: dict) -> str:
+    if "generation" in ckpt:
+        return f"controller (generation {ckpt['generation']})"
+    if "update" in ckpt:
+        return f"controller (update {ckpt['update']})"
+    c = ckpt["controller"]
+    return f"planner (H {c['horizon']}, I {c['iterations']}, J {c['candidates']}, K {c['top_k']})"
+
+
 def write_ledger(a: argparse.Namespace, ckpt: dict, env_id: str, max_steps: int, rows: list[dict], s: dict,
                  seconds: float, device: str) -> None:
     """The run's results/ file: this evaluation and the stages that made the evaluated C."""
     identity = ckpt.get("identity", {})
     dream_only = None if a.random else bool(identity.get("dream") or identity.get("select") == "dream")
     evaluation = {"where": "dream" if a.dream else "real", "episodes": a.episodes, "first_seed": a.seed,
-                  "max_steps": max_steps, "real_z": a.real_z}
+                  "max_steps": max_steps, "real_z": a.real_z, "action_repeat": logdir_action_repeat(a.logdir)}
+    if a.planner is not None:
+        evaluation["planner"] = ckpt["controller"]
     if a.dream:
         evaluation["temperature"] = a.temperature or identity.get("temperature") or 1.0
     info = stages(a.logdir, cached_dataset(a.logdir), None if a.random else a.dynamics,
-                  None if a.random else a.method)
+                  None if a.random or a.planner is not None else a.method)
     write_record(a.results, env=env_id, dynamics=None if a.random else a.dynamics,
                  controller="random" if a.random else a.method, dream_only=dream_only, evaluation=evaluation,
                  episodes=rows, summary=s, stage_info=info, eval_seconds=seconds, device=device)

@@ -37,6 +37,7 @@ from agent.evaluate import (
     check_env_fits,
     dream_evaluator,
     load_world,
+    logdir_action_repeat,
     logdir_env,
 )
 from agent.imagination import ImaginationLearner, ImaginationSettings
@@ -148,7 +149,8 @@ def main() -> None:
         raise UserError("torchrun is for the actor-critic's gradients; CMA-ES spreads episodes with --max-workers "
                         "or --ray")
     env_id = a.env or logdir_env(a.logdir)
-    env = make_env(env_id)
+    repeat = logdir_action_repeat(a.logdir)
+    env = make_env(env_id, repeat)
     max_steps = a.max_steps or time_limit(env)
     space = env.action_space
     env.close()
@@ -172,7 +174,8 @@ def evaluator_for(a, agent: Agent, ids: dict, env_id: str, controller: dict, in_
     if in_dream:
         where = f"in M's dream (tau {tau:g}, reward: {'+1 per step survived' if survival else 'M head'})"
         return dream_evaluator(agent, a.logdir, ids["vae"], tau, max_steps, survival, held_out=False), where
-    spec = AgentSpec(str(a.logdir), a.dynamics, env_id, controller, str(agent.device))
+    spec = AgentSpec(str(a.logdir), a.dynamics, env_id, controller, str(agent.device),
+                     action_repeat=logdir_action_repeat(a.logdir))
     return (RealEvaluator(spec, a.max_workers, a.timeout, a.max_steps, a.envs_per_worker, a.ray),
             f"in the real {env_id} with {a.max_workers} {'Ray actors' if a.ray else 'workers'}")
 

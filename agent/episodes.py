@@ -74,12 +74,16 @@ class Agent:
     ) -> tuple[State, torch.Tensor]:
         """One real step for a batch of frames (B, 64, 64, 3): V's z (mean or sample, drawn
         from the episode's noise), M's filtered state after a_prev (as M takes it), and C's actions."""
+        state = self.observe_frames(state, a_prev, frames, noise)
+        return state, self.c.act(self.m.features(state), params, noise)
+
+    def observe_frames(self, state: State, a_prev: torch.Tensor | None, frames: np.ndarray, noise: Noise) -> State:
+        """M's filtered state after a_prev, given the frames that followed it."""
         # frames_to_tensor's permuted (channels-last) layout makes V's convolutions 1.8x slower
         # on one frame on CPU (3.0 against 1.65 ms per step, CarRacing size); about even at 16
         stats = self.vae.encode(frames_to_tensor(to_device(torch.from_numpy(frames), self.device)).contiguous())
         z = self.vae.sample(stats, mean=self.real_z == "mean", noise=noise)
-        state = self.m.observe(state, z, a_prev)
-        return state, self.c.act(self.m.features(state), params, noise)
+        return self.m.observe(state, z, a_prev)
 
     @torch.no_grad()
     def dream(

@@ -7,6 +7,8 @@ an episode: the env's reset seed, or the dream's start episode and sampling nois
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from agent.episodes import Agent, Episode
+from agent.planner import Planner, PlannerConfig, PlanningAgent
 from data.dataset import episode_split, open_dataset, read_meta
 from data.envs import describe_space, make_env
 from data.latents import Latents, cached_dataset, latent_cache
@@ -47,6 +50,7 @@ class AgentSpec:
     controller: dict
     device: str = "cpu"
     real_z: str = "mean"  # Agent's real_z
+    action_repeat: int = 1  # as in M's dataset
 
 
 def logdir_env(logdir: Path) -> str:
@@ -58,6 +62,11 @@ def logdir_env(logdir: Path) -> str:
     if not env_id:
         raise CheckpointError(f"the dataset of {logdir} does not say which env it holds: pass --env")
     return env_id
+
+
+def logdir_action_repeat(logdir: Path) -> int:
+    """Env steps per agent step in the dataset M learned from: every stage acts at that rate."""
+    return int((read_meta(cached_dataset(logdir)) or {}).get("action_repeat", 1))
 
 
 def check_env_fits(logdir: Path, env_id: str, space: gym.Space) -> None:
@@ -85,10 +94,13 @@ def make_controller(config: dict) -> Controller:
 
 
 def load_trained(
-    logdir: Path, dynamics: str, method: str, device: torch.device,
+    logdir: Path, dynamics: str, method: str, device: torch.device, planner: dict | None = None,
 ) -> tuple[Agent, torch.Tensor, dict[str, Any]]:
     """The trained agent of agent/<dynamics>/<method>/best.pt, its C parameters and the
-    checkpoint; refuses a C trained on another V or M than the logdir's."""
+    checkpoint; refuses a C trained on another V or M than the logdir's. Method "plan": the
+    planner with settings `planner` on the logdir's V and M, which is all it needs."""
+    if method == "plan":
+        return load_planner(logdir, dynamics, planner or {}, device)
     stage = controller_stage(logdir, dynamics, method)
     ckpt = require_upstream(stage, f"trained C ({method} on {dynamics})",
                             f"python trainagent.py --method {method} --dynamics {dynamics} --logdir {logdir}")
@@ -99,16 +111,31 @@ def load_trained(
     return Agent(vae, m, make_controller(ckpt["controller"]), device), ckpt["params"], {**ckpt, **ids}
 
 
+def load_planner(
+    logdir: Path, dynamics: str, settings: dict, device: torch.device,
+) -> tuple[PlanningAgent, torch.Tensor, dict[str, Any]]:
+    """The planner as load_trained returns a C: no parameters, and a checkpoint-like record
+    (env, M, settings, and an id made of M's id and the settings)."""
+    vae, m, ids = load_world(Path(logdir), dynamics, device)
+    cfg = PlannerConfig.for_actions(read_meta(cached_dataset(logdir))["action_space"], **settings)
+    record = {"env": logdir_env(logdir), "dynamics": dynamics, "controller": cfg.to_dict(),
+              "identity": {**ids, "temperature": cfg.temperature, "survival": cfg.survival, "select": "dream"},
+              "id": hashlib.sha256(json.dumps([ids, cfg.to_dict()], sort_keys=True).encode()).hexdigest(), **ids}
+    return PlanningAgent(vae, m, Planner(m, cfg), device), torch.zeros(0), record
+
+
 def load_agent(spec: AgentSpec) -> Agent:
     device = torch.device(spec.device)
     vae, m, _ = load_world(Path(spec.logdir), spec.dynamics, device)
+    if spec.controller.get("kind") == "planner":
+        return PlanningAgent(vae, m, Planner(m, PlannerConfig.from_dict(spec.controller)), device, spec.real_z)
     return Agent(vae, m, make_controller(spec.controller), device, spec.real_z)
 
 
 def _init_worker(spec: AgentSpec, max_steps: int | None) -> dict[str, Any]:
     torch.set_num_threads(1)  # one core per worker: workers are the parallelism
     spec = replace(spec, device=worker_device(spec.device))
-    return {"agent": load_agent(spec), "envs": [], "env_id": spec.env_id, "max_steps": max_steps}
+    return {"agent": load_agent(spec), "envs": [], "env": (spec.env_id, spec.action_repeat), "max_steps": max_steps}
 
 
 @dataclass(frozen=True)
@@ -127,7 +154,7 @@ def _run_chunk(state: dict[str, Any], chunk: Chunk) -> list[Episode]:
     """A chunk of episodes in lockstep; the worker keeps its envs between chunks."""
     envs = state["envs"]
     while len(envs) < len(chunk.seeds):
-        envs.append(make_env(state["env_id"]))
+        envs.append(make_env(*state["env"]))
     return state["agent"].real_episodes(envs[: len(chunk.seeds)], torch.from_numpy(chunk.params), chunk.seeds,
                                         state["max_steps"])
 

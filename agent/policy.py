@@ -31,6 +31,8 @@ class ControllerSpec:
     method: str = "cmaes"
     noise: float = 0.1
     device: str = "cpu"
+    planner: dict | None = None  # method "plan": the planner's settings
+    action_repeat: int = 1  # as in M's dataset
 
 
 class ControllerPolicy:
@@ -41,7 +43,7 @@ class ControllerPolicy:
 
     def __init__(self, spec: ControllerSpec, space: gym.Space) -> None:
         self.agent, self.params, _ = load_trained(Path(spec.logdir), spec.dynamics, spec.method,
-                                                   torch.device(spec.device))
+                                                   torch.device(spec.device), spec.planner)
         self.params = self.params.to(spec.device)
         self.space, self.noise = space, spec.noise
 
@@ -70,6 +72,6 @@ class ControllerPolicy:
 def init_controller_generator(env_id: str, spec: ControllerSpec) -> tuple[PixelEnv, ControllerPolicy]:
     """Worker state for generation_script.py --policy controller: one env, V, M and C."""
     torch.set_num_threads(1)  # one core per worker: workers are the parallelism
-    env = make_env(env_id)
+    env = make_env(env_id, spec.action_repeat)
     spec = replace(spec, device=worker_device(spec.device))
     return env, ControllerPolicy(spec, env.action_space)

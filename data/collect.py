@@ -57,9 +57,9 @@ class EpisodeJob:
     max_steps: int | None
 
 
-def init_generator(env_id: str, policy: str) -> tuple[PixelEnv, Policy]:
+def init_generator(env_id: str, policy: str, action_repeat: int = 1) -> tuple[PixelEnv, Policy]:
     """Worker state: one env and one policy, built once per process."""
-    env = make_env(env_id)
+    env = make_env(env_id, action_repeat)
     return env, make_policy(policy, env.action_space)
 
 

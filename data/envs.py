@@ -43,6 +43,9 @@ class PixelEnv(gym.Wrapper):
     crop_rows: keep only rows [0, crop_rows) of the raw frame before resizing.
     skip_frames: no-op steps taken inside reset(); their reward is reported in
         info["reset_return"] so episode returns stay comparable with the raw env.
+    action_repeat: env steps per agent step, rewards summed, only the last frame kept
+        (PlaNet repeats 2 to 8 times on DeepMind Control); the episode ends mid-repeat if
+        the env ends it.
     """
 
     def __init__(
@@ -52,8 +55,10 @@ class PixelEnv(gym.Wrapper):
         crop_rows: int | None = None,
         skip_frames: int = 0,
         noop_action: Any = None,
+        action_repeat: int = 1,
     ) -> None:
         super().__init__(env)
+        self.action_repeat = action_repeat
         self.frame_of = frame_of
         self.crop_rows = crop_rows
         self.skip_frames = skip_frames
@@ -95,8 +100,13 @@ class PixelEnv(gym.Wrapper):
         return self._frame(obs), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        obs, r, terminated, truncated, info = self.env.step(self.bound_action(action))
-        return self._frame(obs), float(r), bool(terminated), bool(truncated), info
+        action, total = self.bound_action(action), 0.0
+        for _ in range(self.action_repeat):
+            obs, r, terminated, truncated, info = self.env.step(action)
+            total += float(r)
+            if terminated or truncated:
+                break
+        return self._frame(obs), total, bool(terminated), bool(truncated), info
 
 
 def _carracing(**kwargs: Any) -> gym.Env:
@@ -173,10 +183,15 @@ def _generic(env_id: str, **kwargs: Any) -> gym.Env:
     return PixelEnv(env)
 
 
-def make_env(env_id: str, **kwargs: Any) -> PixelEnv:
-    """Build `env_id` wrapped to 64x64 uint8 frames; raises EnvError with a one-line reason."""
+def make_env(env_id: str, action_repeat: int = 1, **kwargs: Any) -> PixelEnv:
+    """Build `env_id` wrapped to 64x64 uint8 frames, each agent step repeating its action
+    `action_repeat` times; raises EnvError with a one-line reason."""
+    if action_repeat < 1:
+        raise EnvError(f"action repeat must be >= 1, not {action_repeat}")
     factory = KNOWN_ENVS.get(env_id)
-    return factory(**kwargs) if factory else _generic(env_id, **kwargs)
+    env = factory(**kwargs) if factory else _generic(env_id, **kwargs)
+    env.action_repeat = action_repeat
+    return env
 
 
 def describe_space(space: gym.Space) -> dict:
@@ -194,6 +209,8 @@ def describe_space(space: gym.Space) -> dict:
 
 
 def time_limit(env: gym.Env, default: int = 1000) -> int:
-    """The env's episode cap: its TimeLimit, else an own `max_steps` (GridWorld), else default."""
+    """The env's episode cap in agent steps: its TimeLimit, else an own `max_steps`
+    (GridWorld), else default, divided by the action repeat."""
     spec_limit = env.spec.max_episode_steps if env.spec is not None else None
-    return int(spec_limit or getattr(env.unwrapped, "max_steps", None) or default)
+    limit = int(spec_limit or getattr(env.unwrapped, "max_steps", None) or default)
+    return -(-limit // getattr(env, "action_repeat", 1))

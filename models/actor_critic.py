@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from models.controller import as_m_input
 from models.noise import Noise, TorchNoise, categorical
 
 MIN_STD, INIT_STD = 0.1, 1.0  # Dreamer's bounds on the Gaussian's std before the tanh
@@ -152,9 +153,7 @@ class ActorController:
         return self.actor.mode(features)
 
     def m_input(self, actions: torch.Tensor) -> torch.Tensor:
-        if self.cfg.discrete:
-            return F.one_hot(actions, self.cfg.outputs).float()
-        return actions.float()
+        return as_m_input(actions, self.cfg.discrete, self.cfg.outputs)
 
 
 def flat_params(module: nn.Module) -> torch.Tensor:

@@ -81,7 +81,9 @@ class LinearController:
         return low + (torch.tanh(y) + 1) / 2 * (high - low)
 
     def m_input(self, actions: torch.Tensor) -> torch.Tensor:
-        """Actions as M consumes them: one-hot rows for discrete spaces (as in the latent cache)."""
-        if self.cfg.discrete:
-            return F.one_hot(actions, self.cfg.outputs).float()
-        return actions.float()
+        return as_m_input(actions, self.cfg.discrete, self.cfg.outputs)
+
+
+def as_m_input(actions: torch.Tensor, discrete: bool, n: int) -> torch.Tensor:
+    """Env actions as M consumes them: one-hot rows for discrete spaces (as in the latent cache)."""
+    return F.one_hot(actions, n).float() if discrete else actions.float()

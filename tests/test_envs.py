@@ -94,3 +94,29 @@ def test_missing_vizdoom_says_how_to_install(monkeypatch) -> None:
 def test_missing_module_is_a_clear_error() -> None:
     with pytest.raises(EnvError, match="cannot import 'no_such_pkg'"):
         make_env("no_such_pkg:Env-v0")
+
+
+def test_action_repeat_steps_the_env_n_times_and_sums_the_rewards() -> None:
+    """CartPole pays +1 per step: one repeated step is N plain ones, frame included, and an
+    episode's end mid-repeat ends the repeated step there."""
+    plain, thrice = make_env("CartPole-v1"), make_env("CartPole-v1", 3)
+    plain.reset(seed=0)
+    thrice.reset(seed=0)
+    for _ in range(200):
+        a = 1  # pushing one way, the pole falls at the 8th step: in the third repeated step
+        total = 0.0
+        for _ in range(3):
+            obs, r, done, trunc, _ = plain.step(a)
+            total += r
+            if done or trunc:
+                break
+        obs3, r3, done3, trunc3, _ = thrice.step(a)
+        assert np.array_equal(obs, obs3) and r3 == total and (done3, trunc3) == (done, trunc)
+        if done:
+            break
+    assert done and total == 2  # the pole fell inside a repeat
+    assert envs.time_limit(thrice) == 167 and envs.time_limit(plain) == 500
+    plain.close()
+    thrice.close()
+    with pytest.raises(EnvError, match="action repeat must be >= 1"):
+        make_env("CartPole-v1", 0)
