@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from utils.cli import UserError
 FRAME_SIZE = 64
 CARRACING_ZOOM_FRAMES = 50  # CarRacing zooms in for its first second (t < 1 s at 50 FPS)
 CARRACING_KEEP_ROWS = 84  # rows 84:96 are the dashboard
+DM_CONTROL = "dm_control/"  # shimmy's prefix for the DeepMind Control suite
 TAKECOVER_TIME_LIMIT = 2100  # Ha & Schmidhuber cap an episode at 2100 steps (60 s)
 
 
@@ -131,6 +133,24 @@ def _takecover(**kwargs: Any) -> gym.Env:
     return PixelEnv(env, frame_of=lambda o: o["screen"])
 
 
+def _dm_control(env_id: str, **kwargs: Any) -> gym.Env:
+    """DeepMind Control from pixels through shimmy's ids (PlaNet's benchmark), rendered at
+    64x64 by MuJoCo's EGL backend, which needs no display."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    if importlib.util.find_spec("shimmy") is None or importlib.util.find_spec("dm_control") is None:
+        raise EnvError(f"{env_id} needs shimmy and dm-control: pip install -r requirements-dmc.txt")
+    import shimmy  # noqa: F401  (registers the dm_control/* ids)
+
+    if env_id not in gym.registry:
+        raise EnvError(f"unknown DeepMind Control id '{env_id}': shimmy's ids look like dm_control/cartpole-swingup-v0")
+    try:
+        env = gym.make(env_id, render_mode="rgb_array",
+                       render_kwargs={"width": FRAME_SIZE, "height": FRAME_SIZE, "camera_id": 0}, **kwargs)
+    except Exception as e:  # a MuJoCo that dm_control cannot load, no EGL, ...
+        raise EnvError(f"cannot make '{env_id}': {e}") from e
+    return PixelEnv(env)
+
+
 def _gridworld(env_id: str) -> Callable[..., gym.Env]:
     return lambda **kwargs: PixelEnv(gym.make(env_id, **kwargs), frame_of=lambda o: o)
 
@@ -189,7 +209,10 @@ def make_env(env_id: str, action_repeat: int = 1, **kwargs: Any) -> PixelEnv:
     if action_repeat < 1:
         raise EnvError(f"action repeat must be >= 1, not {action_repeat}")
     factory = KNOWN_ENVS.get(env_id)
-    env = factory(**kwargs) if factory else _generic(env_id, **kwargs)
+    if env_id.startswith(DM_CONTROL):
+        env = _dm_control(env_id, **kwargs)
+    else:
+        env = factory(**kwargs) if factory else _generic(env_id, **kwargs)
     env.action_repeat = action_repeat
     return env
 

@@ -41,6 +41,8 @@ def assert_same_datasets(a: Path, b: Path) -> None:
         ("GridWorldContinuous-v0", ["--rollouts", "3"], (2,)),
         ("CarRacing-v3", ["--rollouts", "1", "--max-steps", "25"], (3,)),
         ("VizdoomTakeCover-v1", ["--rollouts", "2", "--max-steps", "40"], ()),
+        # PlaNet's benchmark from pixels, each action held for 4 physics steps
+        ("dm_control/cartpole-swingup-v0", ["--rollouts", "2", "--action-repeat", "4", "--max-steps", "10"], (1,)),
     ],
 )
 def test_small_dataset_of_each_env(tmp_path, env, args, action_shape) -> None:
@@ -50,12 +52,13 @@ def test_small_dataset_of_each_env(tmp_path, env, args, action_shape) -> None:
     assert [p.name for p in files] == [f"rollout_{i:06d}.npz" for i in range(n)]
     meta = json.loads((tmp_path / "dataset.json").read_text())
     assert meta["env"] == env and meta["episodes_count"] == n
+    assert meta.get("action_repeat", 1) == (4 if "--action-repeat" in args else 1)
     total = 0
     for p in files:
         r = load_rollout(p)
         T = len(r["rewards"])
         total += T
-        assert r["observations"].shape == (T, 64, 64, 3)
+        assert r["observations"].shape == (T, 64, 64, 3) and r["observations"].std() > 0  # real pictures
         assert r["actions"].shape == (T, *action_shape)
         assert r["terminals"][-1] or r["truncations"][-1]  # every episode is closed
         assert not (r["terminals"][:-1] | r["truncations"][:-1]).any()

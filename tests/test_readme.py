@@ -16,7 +16,8 @@ def readme_commands() -> list[str]:
 def test_readme_starts_with_main_job_and_test_commands() -> None:
     main_job, tests = readme_commands()
     assert "pip install -r requirements.txt" in main_job and "quickstart.py" in main_job
-    assert "pip install -r requirements.txt -r requirements-distributed.txt" in tests and "pytest" in tests
+    assert "pip install -r requirements.txt -r requirements-distributed.txt -r requirements-dmc.txt" in tests
+    assert "pytest" in tests
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -25,8 +26,8 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_requirements_pin_every_package() -> None:
-    reqs = [line for name in ("requirements.txt", "requirements-distributed.txt")
+    reqs = [line for name in ("requirements.txt", "requirements-distributed.txt", "requirements-dmc.txt")
             for line in (ROOT / name).read_text().splitlines() if line and line[0] != "#"]
-    assert "torch==2.13.0" in reqs and "ray==2.58.0" in reqs
+    assert "torch==2.13.0" in reqs and "ray==2.58.0" in reqs and "mujoco==3.17.0" in reqs
     assert all("==" in line for line in reqs)
     assert not any(line.startswith("pygame") for line in reqs)  # gymnasium[box2d] brings pygame-ce
