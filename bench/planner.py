@@ -33,6 +33,7 @@ from models.noise import SeededNoise  # noqa: E402
 from models.vae import VAE, VAEConfig  # noqa: E402
 
 REPEATS = 3
+STEPS_PER_RUN = 60_000  # imagined steps per measurement: about a second, whatever the budget
 SPACES = {32: {"type": "box", "low": [-1.0, 0.0, 0.0], "high": [1.0, 1.0, 1.0]},  # CarRacing
           64: {"type": "discrete", "n": 3}}  # Doom TakeCover
 NAMES = {32: "CarRacing", 64: "Doom"}
@@ -42,27 +43,30 @@ def start_state(m: torch.nn.Module, batch: int) -> dict[str, torch.Tensor]:
     return m.observe(m.initial_state(batch), torch.randn(batch, m.z_size), None)
 
 
+def plans_per_run(cfg: PlannerConfig) -> int:
+    return -(-STEPS_PER_RUN // (cfg.candidates * cfg.horizon * cfg.iterations))
+
+
 @torch.no_grad()
 def planner_rate(m: torch.nn.Module, cfg: PlannerConfig) -> float:
-    planner = Planner(m, cfg)
-    state = start_state(m, 1)
+    planner, state, n = Planner(m, cfg), start_state(m, 1), plans_per_run(cfg)
     t0 = time.perf_counter()
-    planner.plan(state, None, SeededNoise(torch.tensor([0])))
-    return cfg.candidates * cfg.horizon * cfg.iterations / (time.perf_counter() - t0)
+    for i in range(n):
+        planner.plan(state, None, SeededNoise(torch.tensor([i])))
+    return n * cfg.candidates * cfg.horizon * cfg.iterations / (time.perf_counter() - t0)
 
 
 @torch.no_grad()
 def imagination_rate(m: torch.nn.Module, cfg: PlannerConfig) -> float:
-    state = {k: v.repeat_interleave(cfg.candidates, 0) for k, v in start_state(m, 1).items()}
-    first = state
-    noise = SeededNoise(torch.arange(cfg.candidates))
+    first = {k: v.repeat_interleave(cfg.candidates, 0) for k, v in start_state(m, 1).items()}
+    noise, n = SeededNoise(torch.arange(cfg.candidates)), plans_per_run(cfg)
     a = torch.rand(cfg.candidates, m.action_size)
     t0 = time.perf_counter()
-    for _ in range(cfg.iterations):
+    for _ in range(n * cfg.iterations):
         state = first
         for _ in range(cfg.horizon):
             state, *_ = m.imagine(state, a, cfg.temperature, noise)
-    return cfg.candidates * cfg.horizon * cfg.iterations / (time.perf_counter() - t0)
+    return n * cfg.candidates * cfg.horizon * cfg.iterations / (time.perf_counter() - t0)
 
 
 @torch.no_grad()

@@ -120,3 +120,9 @@ def test_the_planner_solves_the_fixed_gridworld_with_no_controller(fixed_world, 
     assert result["success_rate"] >= 0.95, out.stdout
     ledger = json.loads((tmp_path / "plan.json").read_text())
     assert ledger["controller"] == "plan" and ledger["evaluation"]["planner"]["candidates"] == 64
+    # the planner collects, as a round's C does: its episodes reach the goal that random play rarely does
+    run_script("generation_script.py", "--policy", "controller", "--logdir", str(logdir), "--method", "plan",
+               "--plan-light", "--rollouts", "6", "--noise", "0.05", "--rootdir", str(tmp_path / "collected"))
+    meta = json.loads((tmp_path / "collected" / "dataset.json").read_text())
+    assert meta["controller"]["method"] == "plan" and meta["controller"]["planner"]["top_k"] == 8
+    assert sum(e["return"] > 0.5 for e in meta["episodes"].values()) >= 5
