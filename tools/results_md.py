@@ -53,6 +53,9 @@ def score(r: dict) -> str:
 def where(r: dict) -> str:
     if r["controller"] == "random":
         return "-"
+    if r["controller"] == "plan":
+        c = r["evaluation"]["planner"]
+        return f"plans in M (H {c['horizon']}, I {c['iterations']}, J {c['candidates']}, K {c['top_k']})"
     return "dream only" if r["dream_only"] else "real env" if r["controller"] == "cmaes" else "dream, real selection"
 
 
