@@ -196,8 +196,6 @@ class PlanningAgent(Agent):
 
 def planner_flags(settings: dict) -> list[str]:
     """The command-line flags that give these settings: how one script tells another."""
-    flags = [f"--plan-{k.replace('_', '-')}" for k in ("horizon", "iterations", "candidates", "top_k", "gamma",
-                                                         "temperature")]
-    out = [x for flag, k in zip(flags, ("horizon", "iterations", "candidates", "top_k", "gamma", "temperature"),
-                                strict=True) for x in (flag, str(settings[k]))]
-    return out + (["--plan-survival"] if settings["survival"] else [])
+    flags = [x for k in ("horizon", "iterations", "candidates", "top_k", "gamma", "temperature")
+             for x in (f"--plan-{k.replace('_', '-')}", str(settings[k]))]
+    return flags + (["--plan-survival"] if settings["survival"] else [])

@@ -3,6 +3,7 @@ the actions, and on the fixed GridWorld's trained M with no C trained at all."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent.planner import Planner, PlannerConfig
+from agent.planner import LIGHT, Planner, PlannerConfig, planner_arguments, planner_flags, planner_settings
 from models.noise import Noise, SeededNoise
 from models.world_model import State
 from tests.conftest import run_script
@@ -108,6 +109,17 @@ def test_the_lockstep_batch_plans_as_each_env_alone():
         assert torch.equal(a[b], a1[0]) and torch.equal(plan[b], plan1[0])
     other, _ = planner.plan(planner.m.initial_state(3, x), warm, SeededNoise(seeds + 100))
     assert not torch.equal(a, other)  # the env's noise stream is what the draws come from
+
+
+def test_the_flags_one_script_passes_another_give_the_same_planner(tmp_path):
+    p = argparse.ArgumentParser()
+    planner_arguments(p)
+    settings = planner_settings(p.parse_args(["--plan-light", "--plan-top-k", "4", "--plan-survival"]))
+    assert settings["candidates"] == LIGHT["candidates"] and settings["top_k"] == 4 and settings["survival"]
+    assert planner_settings(p.parse_args(planner_flags(settings))) == settings
+    out = run_script("test_controller.py", "--logdir", str(tmp_path / "none"), "--method", "plan",
+                     "--plan-candidates", "10", "--plan-top-k", "20", check=False)
+    assert out.returncode == 2 and "top_k <= candidates" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_the_planner_solves_the_fixed_gridworld_with_no_controller(fixed_world, tmp_path):

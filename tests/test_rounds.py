@@ -6,6 +6,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +25,7 @@ from data.dataset import open_dataset, rollout_path
 from data.latents import latent_cache
 from data.rollouts import save_rollout
 from rounds import Rounds
+from tests.conftest import ROOT, run_script
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.logdir import StageDir
 from utils.training import Trainer, TrainSettings
@@ -156,3 +163,46 @@ def test_the_round_driver_resumes_at_the_step_it_stopped_in(tmp_path) -> None:
     assert calls == ["collect", "dynamics", "dynamics", "controller"]
     assert again.state["done"] == ["collect", "dynamics", "controller"]
     assert again.state["values"]["collect_value"] == 1.0 and Path(tmp_path / "rounds" / "state.json").exists()
+
+
+def rounds_cmd(logdir: Path, data: Path) -> list[str]:
+    """PlaNet's loop at toy size on the fixed map: the planner collects, M continues, the planner is scored."""
+    return [sys.executable, str(ROOT / "rounds.py"), "--logdir", str(logdir), "--dataset", str(data), "--method",
+            "plan", "--plan-horizon", "6", "--plan-iterations", "2", "--plan-candidates", "16", "--plan-top-k", "4",
+            "--rounds", "1", "--collect", "20", "--eval-episodes", "20", "--threads", "2",
+            "--m-args", "--epochs 2 --seq-len 16 --hidden-size 32 --reward-weight 5 --done-weight 5 --nodreams"]
+
+
+def test_a_killed_round_resumes_to_the_result_of_an_uninterrupted_one(tmp_path) -> None:
+    """rounds.py killed (SIGKILL, the whole process group) in round 1 after collecting and
+    rerun ends with the same metrics, M and scores as a run never interrupted."""
+    data = tmp_path / "data"
+    run_script("generation_script.py", "--env", "GridWorldFixed-v0", "--rootdir", str(data), "--rollouts", "300",
+               "--threads", "2")
+    run_script("trainvae.py", "--logdir", str(tmp_path / "v"), "--dataset", str(data), "--epochs", "1", "--width", "8",
+               "--recon", "bce", "--kl-tolerance", "2", "--lr", "2e-3")
+    runs = {}
+    for name in ("whole", "killed"):
+        shutil.copytree(data, tmp_path / f"data_{name}")
+        logdir = Path(shutil.copytree(tmp_path / "v", tmp_path / name))
+        cmd = rounds_cmd(logdir, tmp_path / f"data_{name}")
+        if name == "killed":
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True)
+            state = logdir / "rounds" / "state.json"
+            deadline = time.monotonic() + 300
+            while not (state.exists() and "collect" in json.loads(state.read_text())["done"]):
+                assert proc.poll() is None and time.monotonic() < deadline, "rounds.py ended before round 1 collected"
+                time.sleep(0.2)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            assert "evaluate" not in json.loads(state.read_text())["done"]
+        subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
+        runs[name] = [{k: v for k, v in json.loads(line).items() if not k.startswith("seconds")}
+                      for line in (logdir / "rounds" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in runs["whole"]] == [0, 1]
+    assert runs["killed"] == runs["whole"]
+    assert runs["whole"][1]["real_frames"] > runs["whole"][0]["real_frames"]  # the planner's episodes joined M's data
+    m = {name: load_checkpoint(tmp_path / name / "dynamics" / "mdrnn" / "latest.pt") for name in runs}
+    for k, w in m["whole"]["model"].items():
+        assert torch.equal(w, m["killed"]["model"][k]), k
