@@ -36,7 +36,6 @@ from pathlib import Path
 
 import torch
 
-from agent.evaluate import load_trained
 from agent.planner import METHODS, planner_arguments, planner_flags, planner_settings
 from data.dataset import open_dataset, read_meta, relative_names
 from data.latents import latent_cache
@@ -168,10 +167,10 @@ def main() -> None:
 
 
 def collect(rounds: Rounds, a: argparse.Namespace) -> dict[str, float]:
-    """C's episodes into a new folder of the dataset; names it for the error step."""
-    _, _, ckpt = load_trained(a.logdir, a.dynamics, a.method, torch.device("cpu"),
-                              planner_settings(a) if a.method == "plan" else None)
-    folder = a.dataset / f"controller_{ckpt['id'][:8]}"
+    """C's episodes into a new folder of the dataset; names it for the error step. The name
+    comes from the logdir and the round, never from a checkpoint's random id, so that a rerun
+    of the same command builds the same dataset (and the same train/validation split)."""
+    folder = a.dataset / f"{a.logdir.resolve().name}_round{rounds.state['round']:02d}"
     rounds.run("generation_script.py", "--policy", "controller", "--logdir", str(a.logdir), "--dynamics",
                a.dynamics, "--method", a.method, *a.plan_flags, "--rollouts", str(a.collect), "--noise", str(a.noise),
                "--rootdir", str(folder), "--threads", str(a.threads),

@@ -181,11 +181,14 @@ def test_a_killed_round_resumes_to_the_result_of_an_uninterrupted_one(tmp_path) 
                "--threads", "2")
     run_script("trainvae.py", "--logdir", str(tmp_path / "v"), "--dataset", str(data), "--epochs", "1", "--width", "8",
                "--recon", "bce", "--kl-tolerance", "2", "--lr", "2e-3")
-    runs = {}
+    runs, m = {}, {}
+    logdir, dataset = tmp_path / "run", tmp_path / "run_data"  # the same paths for both runs, as a rerun has
     for name in ("whole", "killed"):
-        shutil.copytree(data, tmp_path / f"data_{name}")
-        logdir = Path(shutil.copytree(tmp_path / "v", tmp_path / name))
-        cmd = rounds_cmd(logdir, tmp_path / f"data_{name}")
+        shutil.rmtree(logdir, ignore_errors=True)
+        shutil.rmtree(dataset, ignore_errors=True)
+        shutil.copytree(data, dataset)
+        shutil.copytree(tmp_path / "v", logdir)
+        cmd = rounds_cmd(logdir, dataset)
         if name == "killed":
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     start_new_session=True)
@@ -200,9 +203,9 @@ def test_a_killed_round_resumes_to_the_result_of_an_uninterrupted_one(tmp_path) 
         subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
         runs[name] = [{k: v for k, v in json.loads(line).items() if not k.startswith("seconds")}
                       for line in (logdir / "rounds" / "metrics.jsonl").read_text().splitlines()]
+        m[name] = load_checkpoint(logdir / "dynamics" / "mdrnn" / "latest.pt")
     assert [r["step"] for r in runs["whole"]] == [0, 1]
     assert runs["killed"] == runs["whole"]
     assert runs["whole"][1]["real_frames"] > runs["whole"][0]["real_frames"]  # the planner's episodes joined M's data
-    m = {name: load_checkpoint(tmp_path / name / "dynamics" / "mdrnn" / "latest.pt") for name in runs}
     for k, w in m["whole"]["model"].items():
         assert torch.equal(w, m["killed"]["model"][k]), k

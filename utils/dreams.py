@@ -90,12 +90,15 @@ def mean_latent_errors(
     steps, V's mean z), on M's device; None when none is longer than the horizon."""
     device = next(m.parameters()).device
     err, copy, n = torch.zeros(horizon, device=device), torch.zeros(horizon, device=device), 0
-    for e in episodes:
-        span = lat.episode(e)
-        stop = min(span.stop, span.start + max_steps + 1)
-        if stop - span.start > horizon + 1:
-            z = vae.sample(torch.as_tensor(np.array(lat.stats[span.start:stop]), device=device), mean=True)[None]
-            a = torch.as_tensor(np.array(lat.actions[span.start:stop - 1]), device=device)[None]
-            e_m, e_copy = latent_errors(m, z, a, horizon)
-            err, copy, n = err + e_m, copy + e_copy, n + 1
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # M samples even at MODE_TAU: same inputs, same figure
+        torch.manual_seed(0)  # seeds the CUDA generator too
+        for e in episodes:
+            span = lat.episode(e)
+            stop = min(span.stop, span.start + max_steps + 1)
+            if stop - span.start > horizon + 1:
+                z = vae.sample(torch.as_tensor(np.array(lat.stats[span.start:stop]), device=device), mean=True)[None]
+                a = torch.as_tensor(np.array(lat.actions[span.start:stop - 1]), device=device)[None]
+                e_m, e_copy = latent_errors(m, z, a, horizon)
+                err, copy, n = err + e_m, copy + e_copy, n + 1
     return (err / n, copy / n) if n else None
