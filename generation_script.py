@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from agent.evaluate import check_env_fits, load_trained, logdir_action_repeat
-from agent.planner import METHODS, planner_arguments, planner_settings
+from agent.plan_flags import METHODS, planner_arguments, planner_settings
 from agent.policy import ControllerSpec, init_controller_generator
 from data.collect import EpisodeJob, generate_episode, init_generator
 from data.dataset import (
@@ -81,7 +81,7 @@ def parse_args() -> argparse.Namespace:
                    help="seconds one episode may take before its worker counts as hung")
     planner_arguments(p)
     args = p.parse_args()
-    args.planner = planner_settings(args) if args.method == "plan" else None
+    args.planner = planner_settings(args)
     if args.rollouts < 1 or args.threads < 0 or (args.max_steps is not None and args.max_steps < 1):
         p.error("--rollouts and --max-steps must be >= 1, --threads >= 0")
     if args.ray and args.threads < 1:

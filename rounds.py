@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from agent.planner import METHODS, planner_arguments, planner_flags, planner_settings
+from agent.plan_flags import METHODS, planner_arguments, planner_flags, planner_settings
 from data.dataset import open_dataset, read_meta, relative_names
 from data.latents import latent_cache
 from utils.cli import UserError, run_main
@@ -67,7 +67,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the collection rounds")
     planner_arguments(p)
     a = p.parse_args()
-    a.plan_flags = planner_flags(planner_settings(a)) if a.method == "plan" else []
+    settings = planner_settings(a)
+    a.plan_flags = planner_flags(settings) if settings is not None else []
     if min(a.rounds + 1, a.collect, a.eval_episodes, a.horizon, a.threads + 1) < 1 or not 0 <= a.noise <= 1:
         p.error("--collect, --eval-episodes and --horizon must be >= 1, --rounds and --threads >= 0, "
                 "--noise in [0, 1]")
@@ -196,7 +197,8 @@ def newest_error(a: argparse.Namespace, new_folder: str) -> dict[str, float]:
 
 def real_frames(a: argparse.Namespace) -> int:
     """Env steps in M's dataset (random and C's episodes) plus C's own real-env training steps."""
-    frames = sum((read_meta(meta.parent) or {}).get("frames", 0) for meta in a.dataset.rglob("dataset.json"))
+    metas = [read_meta(meta.parent) or {} for meta in a.dataset.rglob("dataset.json")]
+    frames = sum(m.get("frames", 0) * m.get("action_repeat", 1) for m in metas)  # agent steps times the repeat
     if a.method == "plan":
         return frames
     metrics = a.logdir / "agent" / a.dynamics / a.method / "metrics.jsonl"

@@ -39,7 +39,7 @@ from agent.evaluate import (
     logdir_env,
 )
 from agent.media import Window, write_video
-from agent.planner import METHODS, planner_arguments, planner_settings
+from agent.plan_flags import METHODS, planner_arguments, planner_settings
 from data.envs import make_env, time_limit
 from data.latents import cached_dataset
 from utils.cli import UserError, run_main
@@ -75,7 +75,7 @@ def parse_args() -> argparse.Namespace:
                    help="also write the run's ledger file (commit it under results/; RESULTS.md is made from those)")
     planner_arguments(p)
     a = p.parse_args()
-    a.planner = planner_settings(a) if a.method == "plan" else None
+    a.planner = planner_settings(a)
     if a.method == "plan" and a.dream:
         p.error("the planner acts in the real env only: evaluate it without --dream")
     if a.envs_per_worker < 1:
@@ -128,7 +128,7 @@ def main() -> None:
     repeat = logdir_action_repeat(a.logdir)
     env = make_env(env_id, repeat)
     max_steps = a.max_steps or time_limit(env)
-    fps = int(env.metadata.get("render_fps") or 30)
+    fps = max(1, int(env.metadata.get("render_fps") or 30) // repeat)  # one frame per agent step
     seeds = [a.seed + i for i in range(a.episodes)]
     window = Window(f"{env_id} ({'dream' if a.dream else 'real'})", fps) if a.display else None
     videos = a.logdir / "eval" / "videos"
@@ -198,7 +198,8 @@ def write_ledger(a: argparse.Namespace, ckpt: dict, env_id: str, max_steps: int,
                  seconds: float, device: str) -> None:
     """The run's results/ file: this evaluation and the stages that made the evaluated C."""
     identity = ckpt.get("identity", {})
-    dream_only = None if a.random else bool(identity.get("dream") or identity.get("select") == "dream")
+    dream_only = None if a.random else (a.planner is not None  # the planner learns nothing in the real env
+                                        or bool(identity.get("dream") or identity.get("select") == "dream"))
     evaluation = {"where": "dream" if a.dream else "real", "episodes": a.episodes, "first_seed": a.seed,
                   "max_steps": max_steps, "real_z": a.real_z, "action_repeat": logdir_action_repeat(a.logdir)}
     if a.planner is not None:

@@ -119,7 +119,7 @@ def load_planner(
     vae, m, ids = load_world(Path(logdir), dynamics, device)
     cfg = PlannerConfig.for_actions(read_meta(cached_dataset(logdir))["action_space"], **settings)
     record = {"env": logdir_env(logdir), "dynamics": dynamics, "controller": cfg.to_dict(),
-              "identity": {**ids, "temperature": cfg.temperature, "survival": cfg.survival, "select": "dream"},
+              "identity": {**ids, "temperature": cfg.temperature, "survival": cfg.survival},
               "id": hashlib.sha256(json.dumps([ids, cfg.to_dict()], sort_keys=True).encode()).hexdigest(), **ids}
     return PlanningAgent(vae, m, Planner(m, cfg), device), torch.zeros(0), record
 

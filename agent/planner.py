@@ -14,8 +14,7 @@ categorical per step, refit to the top K's action frequencies.
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -25,13 +24,11 @@ from models.controller import as_m_input
 from models.noise import Noise, SeededNoise, categorical
 from models.vae import VAE
 from models.world_model import State, WorldModel
-from utils.cli import UserError
 
 # PlaNet's settings (H 12, I 10, J 1000, K 100), and a budget that two CPU cores can afford
-# per real step: about 40x fewer imagined steps
+# per real step: about 31x fewer imagined steps
 PLANET = {"horizon": 12, "iterations": 10, "candidates": 1000, "top_k": 100}
 LIGHT = {"horizon": 12, "iterations": 5, "candidates": 64, "top_k": 8}
-METHODS = ["cmaes", "ac", "plan"]  # the kinds of C a script can act with: two trained, one planning
 WARM_MIX = 0.5  # discrete warm start: half the shifted plan, half uniform, so no action is ruled out
 
 
@@ -53,6 +50,8 @@ class PlannerConfig:
     def __post_init__(self) -> None:
         if min(self.horizon, self.iterations, self.candidates, self.top_k) < 1 or self.top_k > self.candidates:
             raise ValueError("the planner needs horizon, iterations, candidates >= 1 and 1 <= top_k <= candidates")
+        if not all(np.isfinite(self.low + self.high)):  # the Gaussian's width is half the box
+            raise ValueError(f"the planner needs a bounded action box, not low {self.low}, high {self.high}")
 
     @classmethod
     def for_actions(cls, action_space: dict, **settings: object) -> PlannerConfig:
@@ -143,36 +142,6 @@ class Planner:
         return total
 
 
-def planner_arguments(p: argparse.ArgumentParser) -> None:
-    """The planner's flags, the same in every script that can plan."""
-    g = p.add_argument_group("planner (--method plan)")
-    g.add_argument("--plan-light", action="store_true",
-                   help=f"a CPU budget: {LIGHT} instead of PlaNet's {PLANET}; the flags below still override")
-    g.add_argument("--plan-horizon", type=int, help=f"H, steps imagined per candidate (default {PLANET['horizon']})")
-    g.add_argument("--plan-iterations", type=int, help=f"I, CEM refits per real step (default {PLANET['iterations']})")
-    g.add_argument("--plan-candidates", type=int, help=f"J, sequences per refit (default {PLANET['candidates']})")
-    g.add_argument("--plan-top-k", type=int, help=f"K, candidates the refit keeps (default {PLANET['top_k']})")
-    g.add_argument("--plan-gamma", type=float, default=0.99, help="discount of imagined rewards")
-    g.add_argument("--plan-temperature", type=float, default=1.0, help="tau of M while planning")
-    g.add_argument("--plan-survival", action="store_true",
-                   help="score +1 per imagined step alive (Doom TakeCover) instead of M's predicted reward")
-
-
-def planner_settings(a: argparse.Namespace) -> dict:
-    """The flags as PlannerConfig settings (plain values: workers rebuild the planner from them)."""
-    budget = dict(LIGHT if a.plan_light else PLANET)
-    for key in budget:
-        given = getattr(a, f"plan_{key}")
-        if given is not None:
-            budget[key] = given
-    out = {**budget, "gamma": a.plan_gamma, "temperature": a.plan_temperature, "survival": a.plan_survival}
-    try:
-        replace(PlannerConfig(2, True), **out)  # refuses bad numbers before any work
-    except ValueError as e:
-        raise UserError(str(e)) from e
-    return out
-
-
 PLAN = "plan"  # the key under which a planning agent carries its warm start along with M's state
 
 
@@ -192,10 +161,3 @@ class PlanningAgent(Agent):
         state = self.observe_frames({k: v for k, v in state.items() if k != PLAN}, a_prev, frames, noise)
         a, plan = self.planner.plan(state, warm, noise)
         return {**state, PLAN: plan}, a
-
-
-def planner_flags(settings: dict) -> list[str]:
-    """The command-line flags that give these settings: how one script tells another."""
-    flags = [x for k in ("horizon", "iterations", "candidates", "top_k", "gamma", "temperature")
-             for x in (f"--plan-{k.replace('_', '-')}", str(settings[k]))]
-    return flags + (["--plan-survival"] if settings["survival"] else [])

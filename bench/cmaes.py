@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.episodes import Agent, random_episode
-from agent.evaluate import dream_evaluator, load_world, logdir_env
+from agent.evaluate import dream_evaluator, load_world, logdir_action_repeat, logdir_env
 from data.envs import make_env, time_limit
 from models.controller import ControllerConfig, LinearController
 from models.mdrnn import MDRNN, MDRNNConfig
@@ -83,7 +83,7 @@ def uneven_dreams(logdir: Path, pop: int, samples: int, temperature: float) -> N
     (record=True keeps every row to the end)."""
     cpu = torch.device("cpu")
     vae, m, ids = load_world(logdir, "mdrnn", cpu)
-    env = make_env(logdir_env(logdir))
+    env = make_env(logdir_env(logdir), logdir_action_repeat(logdir))
     space, limit = env.action_space, time_limit(env)
     agent = Agent(vae, m, LinearController(ControllerConfig.for_space(m.feature_size, space)), cpu)
     dreams = dream_evaluator(agent, logdir, ids["vae"], temperature, limit, True, held_out=False)

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.episodes import Agent, play, random_episode
-from agent.evaluate import TRAIN_SEEDS, dream_evaluator, load_world, logdir_env
+from agent.evaluate import TRAIN_SEEDS, dream_evaluator, load_world, logdir_action_repeat, logdir_env
 from data.envs import make_env, time_limit
 from models.controller import ControllerConfig, LinearController
 
@@ -38,7 +38,7 @@ def main() -> None:
     a = p.parse_args()
     cpu = torch.device("cpu")
     vae, m, ids = load_world(a.logdir, a.dynamics, cpu)
-    env = make_env(logdir_env(a.logdir))
+    env = make_env(logdir_env(a.logdir), logdir_action_repeat(a.logdir))
     if not hasattr(env.action_space, "n"):
         raise SystemExit("dream_check.py needs a discrete action space (constant actions)")
     n, limit = int(env.action_space.n), time_limit(env)

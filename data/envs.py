@@ -45,9 +45,9 @@ class PixelEnv(gym.Wrapper):
     crop_rows: keep only rows [0, crop_rows) of the raw frame before resizing.
     skip_frames: no-op steps taken inside reset(); their reward is reported in
         info["reset_return"] so episode returns stay comparable with the raw env.
-    action_repeat: env steps per agent step, rewards summed, only the last frame kept
-        (PlaNet repeats 2 to 8 times on DeepMind Control); the episode ends mid-repeat if
-        the env ends it.
+    action_repeat (set by make_env): env steps per agent step, rewards summed, only the
+        last frame kept (PlaNet repeats 2 to 8 times on DeepMind Control); the episode ends
+        mid-repeat if the env ends it.
     """
 
     def __init__(
@@ -57,10 +57,9 @@ class PixelEnv(gym.Wrapper):
         crop_rows: int | None = None,
         skip_frames: int = 0,
         noop_action: Any = None,
-        action_repeat: int = 1,
     ) -> None:
         super().__init__(env)
-        self.action_repeat = action_repeat
+        self.action_repeat = 1  # make_env sets it
         self.frame_of = frame_of
         self.crop_rows = crop_rows
         self.skip_frames = skip_frames

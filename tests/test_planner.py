@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent.planner import LIGHT, Planner, PlannerConfig, planner_arguments, planner_flags, planner_settings
+from agent.plan_flags import planner_arguments, planner_flags, planner_settings
+from agent.planner import LIGHT, Planner, PlannerConfig
+from data.envs import make_env, time_limit
 from models.noise import Noise, SeededNoise
 from models.world_model import State
 from tests.conftest import run_script
+from utils.cli import UserError
 
 
 class StandInM:
@@ -82,10 +85,20 @@ def test_a_predicted_end_cuts_the_return():
     cut = rewards_to(2).score(rewards_to(2).m.initial_state(1), a, SeededNoise(torch.tensor([0])))
     assert full.item() == pytest.approx(-sum(0.9**k for k in range(6)))
     assert cut.item() == pytest.approx(-(1 + 0.9 + 0.81))  # steps 0, 1, 2; the end after step 2 stops it
+    # an uncertain end weighs each later step by the chance the dream is still going
+    half = Planner(HalfEnds(), PlannerConfig(1, False, (-1.0,), (1.0,), horizon=6, gamma=0.9))
+    assert half.score({}, a, SeededNoise(torch.tensor([0]))).item() == pytest.approx(-sum(0.45**k for k in range(6)))
     # and the planner steers away from an action whose dream ends early when it scores survival
     planner = Planner(EndsUnlessMoving(), PlannerConfig(2, True, horizon=4, iterations=3, candidates=50, top_k=5,
                                                         survival=True))
     assert planner.plan({"t": torch.zeros(4)}, None, SeededNoise(torch.arange(4)))[0].tolist() == [1] * 4
+
+
+class HalfEnds:
+    """Reward -1 and p(done) 0.5 at every imagined step."""
+
+    def imagine(self, state: State, a: torch.Tensor, temperature: float = 1.0, noise: Noise | None = None):
+        return state, None, -torch.ones(len(a)), torch.full((len(a),), 0.5)
 
 
 class EndsUnlessMoving:
@@ -113,10 +126,16 @@ def test_the_lockstep_batch_plans_as_each_env_alone():
 
 def test_the_flags_one_script_passes_another_give_the_same_planner(tmp_path):
     p = argparse.ArgumentParser()
+    p.add_argument("--method", default="plan")
     planner_arguments(p)
     settings = planner_settings(p.parse_args(["--plan-light", "--plan-top-k", "4", "--plan-survival"]))
     assert settings["candidates"] == LIGHT["candidates"] and settings["top_k"] == 4 and settings["survival"]
     assert planner_settings(p.parse_args(planner_flags(settings))) == settings
+    assert planner_settings(p.parse_args(["--method", "cmaes"])) is None
+    with pytest.raises(ValueError, match="bounded action box"):  # a Gaussian half an infinite box wide
+        PlannerConfig.for_actions({"type": "box", "low": [-float("inf")], "high": [1.0]})
+    with pytest.raises(UserError, match="--plan-gamma needs --method plan"):  # never ignored without a word
+        planner_settings(p.parse_args(["--method", "cmaes", "--plan-gamma", "0.9"]))
     out = run_script("test_controller.py", "--logdir", str(tmp_path / "none"), "--method", "plan",
                      "--plan-candidates", "10", "--plan-top-k", "20", check=False)
     assert out.returncode == 2 and "top_k <= candidates" in out.stderr and len(out.stderr.strip().splitlines()) == 1
@@ -138,3 +157,26 @@ def test_the_planner_solves_the_fixed_gridworld_with_no_controller(fixed_world, 
     meta = json.loads((tmp_path / "collected" / "dataset.json").read_text())
     assert meta["controller"]["method"] == "plan" and meta["controller"]["planner"]["top_k"] == 8
     assert sum(e["return"] > 0.5 for e in meta["episodes"].values()) >= 5
+
+
+def test_every_later_stage_acts_at_the_action_repeat_m_learned(fixed_world, tmp_path):
+    """The dataset's action repeat reaches evaluation (its ledger, its time limit in agent
+    steps) and collection; collecting at another repeat is refused in one line."""
+    logdir = Path(shutil.copytree(fixed_world, tmp_path / "exp"))
+    repeated = tmp_path / "repeat2"
+    repeated.mkdir()
+    meta_path = logdir / "latents" / "meta.json"
+    latents = json.loads(meta_path.read_text())
+    source = json.loads((Path(latents["dataset"]) / "dataset.json").read_text())
+    (repeated / "dataset.json").write_text(json.dumps({**source, "action_repeat": 2}))
+    meta_path.write_text(json.dumps({**latents, "dataset": str(repeated)}))  # M's data, as if it had repeat 2
+    run_script("test_controller.py", "--logdir", str(logdir), "--method", "plan", "--plan-light", "--plan-candidates",
+               "16", "--plan-top-k", "4", "--episodes", "4", "--workers", "1", "--results", str(tmp_path / "r.json"))
+    evaluation = json.loads((tmp_path / "r.json").read_text())["evaluation"]
+    assert evaluation["action_repeat"] == 2 and evaluation["max_steps"] == -(-time_limit(make_env(source["env"])) // 2)
+    flags = ["--policy", "controller", "--logdir", str(logdir), "--method", "plan", "--plan-light", "--rollouts", "1"]
+    run_script("generation_script.py", *flags, "--rootdir", str(tmp_path / "c"))
+    assert json.loads((tmp_path / "c" / "dataset.json").read_text())["action_repeat"] == 2
+    out = run_script("generation_script.py", *flags, "--action-repeat", "1", "--rootdir", str(tmp_path / "d"),
+                     check=False)
+    assert out.returncode == 2 and "collect with the same" in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -207,5 +207,7 @@ def test_a_killed_round_resumes_to_the_result_of_an_uninterrupted_one(tmp_path) 
     assert [r["step"] for r in runs["whole"]] == [0, 1]
     assert runs["killed"] == runs["whole"]
     assert runs["whole"][1]["real_frames"] > runs["whole"][0]["real_frames"]  # the planner's episodes joined M's data
+    collected = json.loads((dataset / "run_round01" / "dataset.json").read_text())["controller"]
+    assert collected["method"] == "plan" and collected["planner"]["horizon"] == 6  # the flags reached the collector
     for k, w in m["whole"]["model"].items():
         assert torch.equal(w, m["killed"]["model"][k]), k
