@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ANCHORS = {
     "CarRacing-v3": "906 +/- 21 (Ha & Schmidhuber 2018, 100 tracks)",
     "VizdoomTakeCover-v1": "1092 +/- 556 (Ha & Schmidhuber 2018, C trained in the dream at tau 1.15)",
+    "dm_control/cartpole-swingup-v0": "821 (PlaNet, Hafner et al. 2019, after 10^6 env steps, action repeat 8)",
 }
 KEYS = ("env", "dynamics", "controller", "dream_only", "returns", "mean", "std", "seed", "commands", "seconds",
         "commit", "evaluation")
