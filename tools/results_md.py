@@ -56,7 +56,8 @@ def where(r: dict) -> str:
         return "-"
     if r["controller"] == "plan":
         c = r["evaluation"]["planner"]
-        return f"plans in M (H {c['horizon']}, I {c['iterations']}, J {c['candidates']}, K {c['top_k']})"
+        extra = (f", tau {c['temperature']}" if c["temperature"] != 1 else "") + (", survival" if c["survival"] else "")
+        return f"plans in M (H {c['horizon']}, I {c['iterations']}, J {c['candidates']}, K {c['top_k']}{extra})"
     return "dream only" if r["dream_only"] else "real env" if r["controller"] == "cmaes" else "dream, real selection"
 
 
