@@ -33,15 +33,13 @@ def planner_settings(a: argparse.Namespace) -> dict | None:
     """PlannerConfig settings from the flags when --method is plan, else None (plain values:
     workers rebuild the planner from them). Refuses bad budgets, and --plan-* flags given to
     a trained C, which would otherwise be ignored without a word."""
-    keys = [*PLANET, *DEFAULTS]
-    given = [k for k in keys if getattr(a, f"plan_{k}") is not None] + \
-        [k for k in ("light", "survival") if getattr(a, f"plan_{k}")]
+    chosen = {k: getattr(a, f"plan_{k}") for k in (*PLANET, *DEFAULTS) if getattr(a, f"plan_{k}") is not None}
     if a.method != "plan":
+        given = [*chosen, *(k for k in ("light", "survival") if getattr(a, f"plan_{k}"))]
         if given:
             raise UserError(f"--plan-{given[0].replace('_', '-')} needs --method plan")
         return None
-    out = {**(LIGHT if a.plan_light else PLANET), **DEFAULTS, "survival": a.plan_survival}
-    out.update({k: getattr(a, f"plan_{k}") for k in keys if getattr(a, f"plan_{k}") is not None})
+    out = {**(LIGHT if a.plan_light else PLANET), **DEFAULTS, "survival": a.plan_survival, **chosen}
     try:
         replace(PlannerConfig(2, True), **out)  # refuses bad numbers before any work
     except ValueError as e:
