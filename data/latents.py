@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.dataset import fingerprint, read_meta, relative_names
+from data.dataset import DatasetError, fingerprint, read_meta, relative_names
 from data.rollouts import load_rollout
 from models.vae import VAE, frames_to_tensor
 from utils.device import to_device
@@ -61,11 +61,16 @@ def _open(folder: Path, meta: dict) -> Latents:
 
 
 def cached_dataset(logdir: Path) -> Path:
-    """The dataset whose latents <logdir>/latents/ holds: the data M was trained on."""
+    """The dataset whose latents <logdir>/latents/ holds: the data M was trained on. Every
+    stage after M reads its env, actions and action repeat there, so it must still exist."""
     meta = Path(logdir) / "latents" / "meta.json"
     if not meta.exists():
-        raise FileNotFoundError(f"no {meta}: train M first (python traindynamics.py --logdir {logdir} ...)")
-    return Path(json.loads(meta.read_text())["dataset"])
+        raise DatasetError(f"no {meta}: train M first (python traindynamics.py --logdir {logdir} ...)")
+    dataset = Path(json.loads(meta.read_text())["dataset"])
+    if read_meta(dataset) is None:
+        raise DatasetError(f"M in {logdir} learned from {dataset}, which holds no dataset.json any more: "
+                           "regenerate it there with the same generation_script.py command")
+    return dataset
 
 
 @torch.no_grad()

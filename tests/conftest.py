@@ -78,12 +78,13 @@ FIXED_M = [*M_FLAGS, "--nodreams"]
 
 @pytest.fixture(scope="session")
 def fixed_world(tmp_path_factory) -> Path:
-    """A logdir with V (GRID_VAE) and the MDN-RNN (FIXED_M) trained on 1500 random episodes of
-    GridWorldFixed-v0, as quickstart.py trains them. Copy, don't write."""
+    """A logdir with V (GRID_VAE), the MDN-RNN (FIXED_M, as quickstart.py trains them) and the
+    RSSM (GRID_RSSM) trained on 1500 random episodes of GridWorldFixed-v0. Copy, don't write."""
     data = tmp_path_factory.mktemp("gridworld_fixed")
     run_script("generation_script.py", "--env", "GridWorldFixed-v0", "--rootdir", str(data), "--rollouts", "1500",
                "--threads", "2")
     logdir = tmp_path_factory.mktemp("fixed_world") / "exp"
     run_script("trainvae.py", "--logdir", str(logdir), "--dataset", str(data), "--device", "cpu", *GRID_VAE)
-    run_script("traindynamics.py", "--logdir", str(logdir), "--dataset", str(data), "--device", "cpu", *FIXED_M)
+    for m_args in (FIXED_M, GRID_RSSM):
+        run_script("traindynamics.py", "--logdir", str(logdir), "--dataset", str(data), "--device", "cpu", *m_args)
     return logdir

@@ -3,6 +3,7 @@ stage before any work with one line on stderr and exit code 2, never a traceback
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -39,3 +40,15 @@ def test_a_dataset_that_is_not_one_is_refused(tmp_path) -> None:
     proc = run_script("trainvae.py", "--logdir", str(tmp_path / "exp"), "--dataset", str(empty), *GRID_VAE,
                       check=False)
     assert refused(proc, str(empty)), proc.stderr
+
+
+def test_a_logdir_whose_dataset_is_gone_is_refused(grid_world, tmp_path) -> None:
+    """Every stage after M reads the env, actions and action repeat from M's dataset."""
+    logdir = Path(shutil.copytree(grid_world, tmp_path / "exp"))
+    meta = logdir / "latents" / "meta.json"
+    gone = tmp_path / "deleted_dataset"
+    meta.write_text(meta.read_text().replace(json.loads(meta.read_text())["dataset"], str(gone)))
+    for args in (["--method", "plan", "--plan-light"], ["--random"]):
+        proc = run_script("test_controller.py", "--logdir", str(logdir), "--episodes", "1", *args, check=False)
+        assert refused(proc, str(gone), "dataset.json"), proc.stderr
+    assert not (logdir / "eval").exists()
