@@ -3,12 +3,15 @@
     python bench/vae.py                                        # throughput ratio, synthetic data
     python bench/vae.py --dataset datasets/carracing           # throughput ratio on a real dataset
     python bench/vae.py --memory --episodes 1000 --frames 1000 # peak memory, CarRacing-sized data
+    python bench/vae.py --settings --latent-size 64            # speed of each V setting, Doom-sized z
 
 Throughput: frames/s of a real trainvae.py epoch (data path, logging and all, taken from
 its metrics.jsonl) divided by frames/s of forward+backward+Adam on one batch already in
 memory, same model, batch size and threads. Target (issue 3): >= 0.9.
 Memory: builds a synthetic CarRacing-sized dataset (uint8 64x64 frames), trains on it
 for --seconds and reports the peak resident memory of the training process; target < 4 GB.
+Settings: the bare step's frames/s under each speed setting trainvae.py offers (--batch-size,
+--amp bf16, --width), as a ratio to Ha's (batch 32, fp32, width 32) measured in the same run.
 """
 
 from __future__ import annotations
@@ -29,21 +32,38 @@ sys.path.insert(0, str(ROOT))
 
 from data.rollouts import save_rollout  # noqa: E402
 from models.vae import VAE, VAEConfig  # noqa: E402
+from utils.precision import Precision  # noqa: E402
 
 
-def in_memory_rate(batch_size: int, steps: int) -> float:
+def in_memory_rate(batch_size: int, steps: int, amp: str = "none", width: int = 32, latent_size: int = 32) -> float:
     """Frames/s of the bare model step: the ceiling a training loop can reach."""
-    vae = VAE(VAEConfig())
+    vae = VAE(VAEConfig(latent_size=latent_size, width=width))
     opt = torch.optim.Adam(vae.parameters(), 1e-3)
+    precision = Precision(amp, torch.device("cpu"))
     x = torch.rand(batch_size, 3, 64, 64)
     for i in range(steps + 3):
         if i == 3:
             t0 = time.perf_counter()
-        loss, _ = vae.loss(x)
+        with precision.autocast():
+            loss, _ = vae.loss(x)
         opt.zero_grad()
         loss.backward()
         opt.step()
     return steps * batch_size / (time.perf_counter() - t0)
+
+
+# (batch size, --amp, --width): Ha's setting first, then each lever alone, then together
+SETTINGS = [(32, "none", 32), (128, "none", 32), (32, "bf16", 32), (128, "bf16", 32), (32, "none", 16),
+            (128, "bf16", 16)]
+
+
+def settings_table(latent_size: int, frames: int) -> None:
+    """Each setting's bare-step frames/s over about `frames` frames, and its ratio to Ha's."""
+    rates = {s: in_memory_rate(s[0], max(4, frames // s[0]), s[1], s[2], latent_size) for s in SETTINGS}
+    base = rates[SETTINGS[0]]
+    print(f"V's step at z {latent_size}, {torch.get_num_threads()} threads (ratio to batch 32, fp32, width 32):")
+    for (batch, amp, width), rate in rates.items():
+        print(f"  --batch-size {batch:<4} --amp {amp:<5} --width {width:<3} {rate:7.0f} frames/s  x{rate / base:.2f}")
 
 
 def trainvae(logdir: Path, dataset: Path, batch_size: int, *extra: str) -> subprocess.Popen:
@@ -124,8 +144,12 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--frames", type=int, default=1000)
     p.add_argument("--seconds", type=float, default=120)
+    p.add_argument("--settings", action="store_true", help="compare V's speed settings (batch, bf16, width)")
+    p.add_argument("--latent-size", type=int, default=32, help="--settings: z dimensions (Doom: 64)")
     a = p.parse_args()
-    if a.memory:
+    if a.settings:
+        settings_table(a.latent_size, 4096)
+    elif a.memory:
         peak_memory(a.episodes, a.frames, a.seconds, a.batch_size)
     else:
         throughput(a.dataset, a.batch_size)
