@@ -55,7 +55,7 @@ class AgentSpec:
 
 def logdir_env(logdir: Path) -> str:
     """The env id of the dataset M in `logdir` was trained on."""
-    env_id = read_meta(cached_dataset(logdir)).get("env")
+    env_id = (read_meta(cached_dataset(logdir)) or {}).get("env")
     if not env_id:
         raise CheckpointError(f"the dataset of {logdir} does not say which env it holds: pass --env")
     return env_id
@@ -63,14 +63,14 @@ def logdir_env(logdir: Path) -> str:
 
 def logdir_action_repeat(logdir: Path) -> int:
     """Env steps per agent step in the dataset M learned from: every stage acts at that rate."""
-    return int(read_meta(cached_dataset(logdir)).get("action_repeat", 1))
+    return int((read_meta(cached_dataset(logdir)) or {}).get("action_repeat", 1))
 
 
 def check_env_fits(logdir: Path, env_id: str, space: gym.Space) -> None:
     """Refuse an env whose actions differ from those of the dataset M learned from: C would
     act through an M that never saw such actions."""
     dataset = cached_dataset(logdir)
-    trained = read_meta(dataset).get("action_space")
+    trained = (read_meta(dataset) or {}).get("action_space")
     if trained is not None and trained != describe_space(space):
         raise CheckpointError(f"{env_id} acts with {space}, but M in {logdir} learned from {dataset}, whose actions "
                               f"are {trained}: use that dataset's env, or another --logdir")
@@ -113,8 +113,13 @@ def load_planner(
 ) -> tuple[PlanningAgent, torch.Tensor, dict[str, Any]]:
     """The planner as load_trained returns a C: no parameters, and a checkpoint-like record
     (env, M, settings, and an id made of M's id and the settings)."""
+    dataset = cached_dataset(logdir)
+    space = (read_meta(dataset) or {}).get("action_space")
+    if space is None:
+        raise CheckpointError(f"{dataset} does not record its actions (no dataset.json from generation_script.py): "
+                              "the planner needs them")
     vae, m, ids = load_world(Path(logdir), dynamics, device)
-    cfg = PlannerConfig.for_actions(read_meta(cached_dataset(logdir))["action_space"], **settings)
+    cfg = PlannerConfig.for_actions(space, **settings)
     record = {"env": logdir_env(logdir), "dynamics": dynamics, "controller": cfg.to_dict(),
               "identity": {**ids, "temperature": cfg.temperature, "survival": cfg.survival},
               "id": hashlib.sha256(json.dumps([ids, cfg.to_dict()], sort_keys=True).encode()).hexdigest(), **ids}

@@ -67,8 +67,8 @@ def cached_dataset(logdir: Path) -> Path:
     if not meta.exists():
         raise DatasetError(f"no {meta}: train M first (python traindynamics.py --logdir {logdir} ...)")
     dataset = Path(json.loads(meta.read_text())["dataset"])
-    if read_meta(dataset) is None:
-        raise DatasetError(f"M in {logdir} learned from {dataset}, which holds no dataset.json any more: "
+    if not dataset.is_dir():
+        raise DatasetError(f"M in {logdir} learned from {dataset}, which no longer exists: move it back, or "
                            "regenerate it there with the same generation_script.py command")
     return dataset
 

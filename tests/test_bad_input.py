@@ -47,8 +47,11 @@ def test_a_logdir_whose_dataset_is_gone_is_refused(grid_world, tmp_path) -> None
     logdir = Path(shutil.copytree(grid_world, tmp_path / "exp"))
     meta = logdir / "latents" / "meta.json"
     gone = tmp_path / "deleted_dataset"
-    meta.write_text(meta.read_text().replace(json.loads(meta.read_text())["dataset"], str(gone)))
-    for args in (["--method", "plan", "--plan-light"], ["--random"]):
-        proc = run_script("test_controller.py", "--logdir", str(logdir), "--episodes", "1", *args, check=False)
-        assert refused(proc, str(gone), "dataset.json"), proc.stderr
-    assert not (logdir / "eval").exists()
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "dataset": str(gone)}))
+    for script, *args in (("test_controller.py", "--episodes", "1", "--method", "plan", "--plan-light"),
+                          ("test_controller.py", "--episodes", "1", "--random"),
+                          ("trainagent.py", "--dream", "--generations", "1"),
+                          ("generation_script.py", "--policy", "controller", "--method", "plan", "--rollouts", "1")):
+        proc = run_script(script, "--logdir", str(logdir), *args, check=False)
+        assert refused(proc, str(gone), "no longer exists"), (script, proc.stderr)
+    assert not {"eval", "agent"} & {p.name for p in logdir.iterdir()}
