@@ -88,8 +88,10 @@ def parse_args() -> argparse.Namespace:
     es.add_argument("--n-samples", type=int, default=16, help="episodes per candidate per generation")
     es.add_argument("--sigma", type=float, default=0.1, help="CMA-ES initial step size")
     es.add_argument("--round-sigma", type=float,
-                    help="step size when M has changed (an online round) and the search restarts around C's best "
-                         "(default: --sigma)")
+                    help="step size when M has changed (an online round) and the search restarts (default: --sigma)")
+    es.add_argument("--round-from", choices=["best", "fresh"], default="best",
+                    help="where the search restarts when M has changed: around C's best, or at C's initial "
+                         "zeros (a C that learned the old dream's hole sits where a small step cannot leave)")
     es.add_argument("--generations", type=int, default=100,
                     help="generations to run (after M changed in an online round: this many more)")
     es.add_argument("--dream", action="store_true", help="evolve entirely inside M")
@@ -184,7 +186,7 @@ def train_cmaes(a, stage, vae, m, ids, env_id, space, max_steps, survival, commo
     cfg = ControllerConfig.for_space(m.feature_size, space, sample=a.discrete == "sample")
     agent = Agent(vae, m, LinearController(cfg), device)
     settings = SearchSettings(a.pop_size, a.n_samples, a.sigma, a.generations, a.target_return, a.eval_every,
-                              a.eval_episodes, a.seed, a.round_sigma)
+                              a.eval_episodes, a.seed, a.round_sigma, a.round_from)
     identity = {**common, "controller": cfg.to_dict(), "dream": a.dream,
                 "temperature": a.temperature if a.dream else None, "survival": survival if a.dream else None,
                 "pop_size": a.pop_size, "n_samples": a.n_samples, "sigma": a.sigma}

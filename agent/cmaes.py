@@ -40,6 +40,7 @@ class SearchSettings:
     eval_episodes: int = 64
     seed: int = 0
     round_sigma: float | None = None  # step size when a new round restarts the search (None: sigma)
+    round_from: str = "best"  # a new round's search starts around C's best, or "fresh" at zeros
 
 
 @dataclass
@@ -69,12 +70,15 @@ class SearchState:
                    ckpt.get("round", 0), ckpt.get("round_start", 0))
 
     def start_round(self, best: np.ndarray, s: SearchSettings) -> None:
-        """A new M: search again around C's best so far, with the round's own step size, for
-        s.generations more; best.pt is judged afresh, since scores in the old M do not carry over."""
+        """A new M: search again around C's best so far (or, round_from "fresh", from C's initial
+        zeros: in Doom a C that held one button in the old dream's hole stayed near it), with the
+        round's own step size, for s.generations more; best.pt is judged afresh, since scores in
+        the old M do not carry over."""
         self.round += 1
         self.round_start, self.best_score = self.generation, -np.inf
+        x0 = best if s.round_from == "best" else np.zeros_like(best)
         self.es = new_strategy(len(best), s.round_sigma or s.sigma, s.pop_size,
-                               episode_seed(s.seed, 2, self.round) + 1, best)
+                               episode_seed(s.seed, 2, self.round) + 1, x0)
 
 
 def new_search(n_params: int, s: SearchSettings) -> SearchState:

@@ -132,6 +132,19 @@ def test_cmaes_searches_on_from_its_best_when_m_changes(tmp_path) -> None:
         run_search(stage, quadratic(np.ones(4)), s, 4, {"dynamics_id": "m2", "pop_size": 16}, {})
 
 
+def test_a_fresh_round_searches_from_zeros_not_from_the_best(tmp_path) -> None:
+    stage = StageDir(tmp_path, "agent/toy/cmaes")
+    stage.start(noreload=False)
+    s = SearchSettings(pop_size=8, n_samples=1, sigma=0.3, generations=15, eval_every=5, eval_episodes=1,
+                       round_sigma=0.05, round_from="fresh")
+    first = run_search(stage, quadratic(np.ones(4)), s, 4, {"dynamics_id": "m0"}, {})
+    second = run_search(stage, quadratic(np.ones(4)), s, 4, {"dynamics_id": "m1"}, {})
+    assert first.best_score > -0.5 and (second.round, second.generation) == (1, 30)
+    rows = [json.loads(ln) for ln in stage.metrics.read_text().splitlines()]
+    assert rows[15]["fitness_best"] < -3  # near zeros (-4), not near the best found before
+    assert np.abs(second.es.mean - 1).max() < np.abs(np.zeros(4) - 1).max()  # and it still learns
+
+
 def test_a_round_before_any_selection_starts_at_the_search_mean(tmp_path) -> None:
     stage = StageDir(tmp_path, "agent/toy/cmaes")
     stage.start(noreload=False)
