@@ -76,7 +76,7 @@ class SearchState:
         the old M do not carry over."""
         self.round += 1
         self.round_start, self.best_score = self.generation, -np.inf
-        x0 = best if s.round_from == "best" else np.zeros_like(best)
+        x0 = best if s.round_from == "best" else None  # None: new_strategy's own initial point
         self.es = new_strategy(len(best), s.round_sigma or s.sigma, s.pop_size,
                                episode_seed(s.seed, 2, self.round) + 1, x0)
 
