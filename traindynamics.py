@@ -32,7 +32,7 @@ from utils.dreams import open_loop, save_dream_gif
 from utils.logdir import StageDir
 from utils.precision import AMP
 from utils.training import Trainer, TrainSettings, check_identity, mean_metrics
-from utils.upstream import DYNAMICS, build_dynamics, dynamics_config, load_dynamics, load_vae
+from utils.upstream import DYNAMICS, build_dynamics, dynamics_config, load_dynamics, load_vae, with_defaults
 
 DREAM_EPISODES, DREAM_CONTEXT, DREAM_STEPS = 4, 8, 40
 
@@ -65,7 +65,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--heads", type=int, default=4, help="tssm: attention heads (must divide --hidden-size)")
     p.add_argument("--context", type=int, default=32,
                    help="tssm: most past steps one step attends to, itself included (at most --seq-len)")
-    p.add_argument("--dropout", type=float, default=0.1, help="tssm: dropout on each residual branch")
+    p.add_argument("--dropout", type=float,
+                   help="tssm: dropout on each residual branch (default 0.1); mdrnn: Dropout's Dream Land, "
+                        "dropout on z and h in training, one mask per dream in C's dreams (Wellmer & Kwok: "
+                        "0.05; default 0)")
     p.add_argument("--reward-weight", type=float, default=1.0)
     p.add_argument("--done-weight", type=float, default=1.0)
     p.add_argument("--done-pos-weight", type=float, default=1.0,
@@ -93,6 +96,8 @@ def parse_args() -> argparse.Namespace:
     if a.model == "tssm" and a.context > a.seq_len:
         p.error(f"--context {a.context} exceeds --seq-len {a.seq_len}: the TSSM would meet distances in the "
                 "dream that it never saw in training")
+    if a.dropout is None:
+        a.dropout = 0.1 if a.model == "tssm" else 0.0
     if not 0 <= a.dropout < 1:
         p.error("--dropout must lie in [0, 1)")
     if not 0 <= a.kl_balance <= 1 or a.free_nats < 0:
@@ -119,6 +124,8 @@ def main() -> None:
     stage.start(a.noreload)
     seed_everything(a.seed)
     resume = stage.resume_state(device)
+    if resume is not None:
+        resume["identity"]["model"] = with_defaults(a.model, resume["identity"]["model"])
     check_identity(stage, resume, {"vae": vae_id})  # before encoding anything
     lat = main_first(latent_cache, a.logdir, a.dataset, files, vae, vae_id, device)
     train_eps, val_eps = main_first(episode_split, a.logdir, files, 0.1)

@@ -101,7 +101,7 @@ class Agent:
         B = len(params)
         params, starts = params.to(self.device), starts.to(self.device)
         z = self.vae.sample(starts, mean=True)
-        state = self.m.observe(self.m.initial_state(B), z, None)
+        state = self.m.randomize(self.m.observe(self.m.initial_state(B), z, None), noise)
         rows = torch.arange(B, device=self.device)  # which episode each row of the batch is
         alive = torch.ones(B, dtype=torch.bool, device=self.device)
         ret = torch.zeros(B, device=self.device)

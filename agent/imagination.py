@@ -123,7 +123,7 @@ class ImaginationLearner:
         """The actor's dream: the actor sees stop-gradient features (as in DreamerV2); with
         REINFORCE nothing but the log-probabilities keeps a graph."""
         s = self.s
-        state, feats, rewards, discounts, logps, ents = start, [], [], [], [], []
+        state, feats, rewards, discounts, logps, ents = self.m.randomize(start), [], [], [], [], []
         with torch.set_grad_enabled(not s.reinforce):
             for _ in range(s.horizon):
                 f = self.m.features(state)

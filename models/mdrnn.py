@@ -5,6 +5,13 @@ Gaussians with that dimension's own mixture weights (Ha & Schmidhuber 2018, sect
 Reward and done heads read the same hidden state. The step-wise `observe` and `imagine`
 run the nn.LSTM's own weights as a cell, so sequence training and stepping share weights
 and agree to float rounding.
+
+Dropout's Dream Land (Wellmer & Kwok 2021): with `dropout` > 0, M trains with one dropout
+mask per sequence on the z part of its input and on h before its heads, and every dream C
+learns in draws its own pair of masks and keeps it to the end (`randomize`), so C meets
+many slightly different Ms instead of one M's particular errors. The real-env filter
+(`observe`) never drops anything. Their M drops h inside the recurrence; here it is dropped
+before the heads, which keeps nn.LSTM's fused kernel for training.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ class MDRNNConfig:
     reward_weight: float = 1.0
     done_weight: float = 1.0
     done_pos_weight: float = 1.0  # weight of done = 1 steps in the done loss (Ha's Doom: 10)
+    dropout: float = 0.0  # Dropout's Dream Land (Wellmer & Kwok: 0.05); 0 is Ha's M
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,12 +54,21 @@ class MDRNN(nn.Module):
 
     def forward(self, z: torch.Tensor, a: torch.Tensor) -> Prediction:
         """Whole sequences (B, T, .) from zero state: heads at every step."""
+        if self.training and self.cfg.dropout > 0:
+            z = z * self._keep(z.new_empty(z.shape[0], 1, z.shape[-1]).uniform_())
         x = torch.cat([z, a], -1)
         # CPU autocast sends the LSTM to oneDNN in bf16, which fails on CPUs without native bf16
         # (AVX2-only ones: "could not create a primitive descriptor"): on CPUs it stays float32
         with torch.autocast("cpu", enabled=False):
             h, _ = self.rnn(x.float() if x.is_cpu else x)
+        if self.training and self.cfg.dropout > 0:
+            h = h * self._keep(h.new_empty(h.shape[0], 1, h.shape[-1]).uniform_())
         return self.mdn(h)
+
+    def _keep(self, u: torch.Tensor) -> torch.Tensor:
+        """Inverted dropout's mask from uniform numbers u: 0 with chance p, else 1 / (1 - p)."""
+        p = self.cfg.dropout
+        return (u >= p).to(u.dtype) / (1 - p)
 
     def loss(
         self, z: torch.Tensor, a: torch.Tensor, reward: torch.Tensor, done: torch.Tensor,
@@ -69,12 +86,15 @@ class MDRNN(nn.Module):
         zeros = p.new_zeros(batch, self.cfg.hidden_size)
         return {"h": zeros, "c": zeros, "z": p.new_zeros(batch, self.z_size)}
 
-    def _advance(self, state: State, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _advance(self, state: State, a: torch.Tensor, keep_z: torch.Tensor | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of self.rnn's layer as an LSTM cell: the same weights and arithmetic, but
         nn.LSTM's call on a length-1 sequence costs 0.8 ms at LSTM 512 on one CPU thread
         against the cell's 0.3 (batch 1) to 0.6 (batch 16)."""
-        rnn = self.rnn
-        return torch.lstm_cell(torch.cat([state["z"], a], -1), (state["h"], state["c"]),
+        rnn, z = self.rnn, state["z"]
+        if keep_z is not None:
+            z = z * keep_z
+        return torch.lstm_cell(torch.cat([z, a], -1), (state["h"], state["c"]),
                                rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
 
     def observe(self, state: State, z: torch.Tensor, a_prev: torch.Tensor | None) -> State:
@@ -86,10 +106,20 @@ class MDRNN(nn.Module):
     def imagine(
         self, state: State, a: torch.Tensor, temperature: float = 1.0, noise: Noise | None = None
     ) -> tuple[State, torch.Tensor, torch.Tensor, torch.Tensor]:
-        h, c = self._advance(state, a)
-        p = self.mdn(h)
+        h, c = self._advance(state, a, state.get("keep_z"))
+        masks = {k: v for k, v in state.items() if k.startswith("keep_")}
+        p = self.mdn(h * masks["keep_h"] if masks else h)
         z = mixture.sample(p, temperature, noise or TorchNoise())
-        return {"h": h, "c": c, "z": z}, z, p.reward, torch.sigmoid(p.done_logit)
+        return {**masks, "h": h, "c": c, "z": z}, z, p.reward, torch.sigmoid(p.done_logit)
+
+    def randomize(self, state: State, noise: Noise | None = None) -> State:
+        """This dream's own M: dropout masks drawn once from each row's noise and kept by
+        every later `imagine`. Without dropout, the state as it is."""
+        if self.cfg.dropout == 0:
+            return state
+        noise, B, device = noise or TorchNoise(), state["h"].shape[0], state["h"].device
+        return {**state, "keep_z": self._keep(noise.uniform((B, self.z_size), device)),
+                "keep_h": self._keep(noise.uniform((B, self.cfg.hidden_size), device))}
 
     def features(self, state: State) -> torch.Tensor:
         return torch.cat([state["z"], state["h"]], -1)

@@ -194,5 +194,9 @@ class RSSM(nn.Module):
         z, r_hat, d_logit = self.heads(torch.cat([h, s], -1))
         return {"h": h, "s": s}, z, r_hat, torch.sigmoid(d_logit)
 
+    def randomize(self, state: State, noise: Noise | None = None) -> State:
+        """The state as it is: no dream dropout: one M for every dream."""
+        return state
+
     def features(self, state: State) -> torch.Tensor:
         return torch.cat([state["h"], state["s"]], -1)

@@ -186,5 +186,9 @@ class TSSM(nn.Module):
         z = mixture.sample(p, temperature, noise or TorchNoise())
         return self._append(state, z, a), z, p.reward, torch.sigmoid(p.done_logit)
 
+    def randomize(self, state: State, noise: Noise | None = None) -> State:
+        """The state as it is: its dropout is for training only: one M for every dream."""
+        return state
+
     def features(self, state: State) -> torch.Tensor:
         return torch.cat([state["z"], state["o"]], -1)

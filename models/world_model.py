@@ -33,5 +33,9 @@ class WorldModel(Protocol):
         """Dream one step under action a_t: (next state, z_{t+1}, reward_t, p(done_t)).
         noise: where sampling draws from (None: torch's global generator)."""
 
+    def randomize(self, state: State, noise: Noise | None = None) -> State:
+        """The state of a dream with its own variant of M (Dropout's Dream Land), drawn from
+        noise once and kept by every later `imagine`; `state` itself where M has none."""
+
     def features(self, state: State) -> torch.Tensor:
         """What the controller sees, e.g. [z, h] for the MDN-RNN."""

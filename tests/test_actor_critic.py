@@ -138,6 +138,9 @@ class Chain(nn.Module):
     def features(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         return state["x"]
 
+    def randomize(self, state, noise=None):
+        return state
+
     def imagine(self, state, a, temperature=1.0, noise=None):
         cell = (state["x"].argmax(-1) + a.argmax(-1) * 2 - 1).clamp(0, self.N - 1)
         x = F.one_hot(cell, self.N).float()
@@ -157,6 +160,9 @@ class Reach(nn.Module):
 
     def features(self, state):
         return state["x"]
+
+    def randomize(self, state, noise=None):
+        return state
 
     def imagine(self, state, a, temperature=1.0, noise=None):
         x = (state["x"] + 0.5 * a).clamp(-2, 2)

@@ -133,6 +133,9 @@ class RandomEnds:
         z = state["z"] + a[:, :3] + temperature * noise.normal((len(a), 3), a.device)
         return {"z": z}, z, z.sum(-1), noise.uniform((len(a),), a.device) ** 4
 
+    def randomize(self, state: dict, noise=None) -> dict:
+        return state
+
     def features(self, state: dict) -> torch.Tensor:
         return state["z"]
 
@@ -153,6 +156,34 @@ def test_dreams_that_end_leave_the_batch_without_changing_any_result() -> None:
     for i in (0, 5, 31):
         r1, s1, _ = agent.dream(params[i : i + 1], starts[i : i + 1], seeds[i : i + 1], 1.0, 40, survival=False)
         assert torch.equal(s1, steps[i : i + 1]) and torch.allclose(r1, ret[i : i + 1], atol=1e-5)
+
+
+def test_dreams_in_a_dropout_m_each_keep_their_own_m_as_the_batch_shrinks() -> None:
+    """Dropout's Dream Land: every dream draws its own masks. As finished dreams leave the
+    batch, each row keeps its masks: a row's return is what it gets alone, and the masks
+    change the returns (the same M without dropout gives others)."""
+    from models.mdrnn import MDRNN, MDRNNConfig
+    from models.vae import VAE, VAEConfig
+
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(width=4, latent_size=3))
+    plain, dropped = (MDRNN(MDRNNConfig(3, 4, hidden_size=16, dropout=p)).eval() for p in (0.0, 0.3))
+    with torch.no_grad():  # dreams whose ends depend on h: most end early, unevenly
+        plain.mdn.weight[-1] *= 20
+        plain.mdn.bias[-1] = -0.5
+    dropped.load_state_dict(plain.state_dict())
+    params, starts, seeds = torch.randn(32, 4 * 20), torch.randn(32, 6), torch.arange(32) * 7
+    results = {}
+    for name, m in (("plain", plain), ("dropped", dropped)):
+        agent = Agent(vae, m, LinearController(ControllerConfig(19, 4, True)), torch.device("cpu"))
+        _, steps, _ = agent.dream(params, starts, seeds, 1.0, 40, survival=True)
+        results[name] = steps
+        if name == "dropped":
+            assert (steps < 40).sum() >= 16 and len(set(steps.tolist())) >= 6, steps  # the batch did shrink
+            for i in (0, 5, 31):
+                _, s1, _ = agent.dream(params[i : i + 1], starts[i : i + 1], seeds[i : i + 1], 1.0, 40, survival=True)
+                assert torch.equal(s1, steps[i : i + 1])
+    assert not torch.equal(results["plain"], results["dropped"])
 
 
 def test_real_envs_in_lockstep_play_each_episode_as_alone(grid_world) -> None:

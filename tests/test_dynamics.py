@@ -85,6 +85,21 @@ def test_noreload_starts_afresh(logdir, data) -> None:
     assert load_checkpoint(logdir / "dynamics" / "mdrnn" / "latest.pt")["progress"]["epoch"] == 1
 
 
+def test_an_m_saved_before_an_option_existed_resumes_and_a_changed_option_is_refused(logdir, data) -> None:
+    """--dropout came after some logdirs were trained: their checkpoints lack the field and
+    must resume with it off; turning it on asks for a fresh M."""
+    traindynamics(logdir, data, "--epochs", "1")
+    path = logdir / "dynamics" / "mdrnn" / "latest.pt"
+    ckpt = load_checkpoint(path)
+    del ckpt["identity"]["model"]["dropout"]
+    torch.save(ckpt, path)
+    assert "resuming" in traindynamics(logdir, data, "--epochs", "2").stdout
+    proc = traindynamics(logdir, data, "--epochs", "3", "--dropout", "0.05", check=False)
+    assert proc.returncode == 2 and "trained with other model" in proc.stderr
+    traindynamics(logdir, data, "--epochs", "1", "--dropout", "0.05", "--noreload")
+    assert load_checkpoint(logdir / "dynamics" / "mdrnn" / "best.pt")["identity"]["model"]["dropout"] == 0.05
+
+
 def test_latent_size_mismatch_between_v_and_m_is_refused(logdir, data) -> None:
     traindynamics(logdir, data, "--epochs", "1")
     trainvae(logdir, data, "--noreload", "--latent-size", "8")

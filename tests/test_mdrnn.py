@@ -184,3 +184,56 @@ def test_count_passed_in_makes_the_ranks_mean_loss_the_global_batch_loss() -> No
         assert torch.allclose(sum(per_rank) / 2, whole[kind], rtol=1e-5)
     local = [m.loss(z[s], a[s], reward[s], done[s], *masks[r])[1]["reward"] for r, s in enumerate(shards)]
     assert not torch.allclose(sum(local) / 2, whole["reward"], rtol=1e-2)
+
+
+def test_dropout_masks_hold_for_a_whole_training_sequence() -> None:
+    """Training drops the same z dimensions at every step of a sequence: changing a z
+    dimension at every step changes a row's predictions at all steps or at none (a mask
+    drawn per step would change some steps and not others)."""
+    m = MDRNN(MDRNNConfig(z_size=4, action_size=2, hidden_size=16, dropout=0.5)).train()
+    z, a = torch.randn(64, 10, 4), torch.rand(64, 10, 2)
+    moved = z.clone()
+    moved[..., 0] += 3.0
+    with torch.no_grad():
+        torch.manual_seed(1)
+        before = m(z, a).reward
+        torch.manual_seed(1)
+        after = m(moved, a).reward
+    changed = (before - after).abs() > 1e-6  # (B, T)
+    rows_all, rows_none = changed.all(1), ~changed.any(1)
+    assert bool((rows_all | rows_none).all())
+    assert 10 < int(rows_none.sum()) < 54, int(rows_none.sum())  # about half the rows drop z_0
+    m.eval()
+    with torch.no_grad():  # evaluation never drops: the same prediction every call
+        torch.testing.assert_close(m(z, a).reward, m(z, a).reward)
+
+
+def test_each_dream_keeps_its_own_dropout_masks_and_the_real_filter_drops_nothing() -> None:
+    """randomize draws one pair of masks per dream from its own noise: the same seed dreams
+    the same, another seed dreams another M; without dropout every seed sees one M. observe
+    (the real env's filter) ignores the masks."""
+    from models.noise import SeededNoise
+    from utils.dreams import MODE_TAU
+
+    torch.manual_seed(0)
+
+    def dream(m: MDRNN, seed: int) -> torch.Tensor:
+        noise = SeededNoise(torch.tensor([seed]))
+        state = m.randomize(m.observe(m.initial_state(1), torch.ones(1, 4), None), noise)
+        zs = []
+        for _ in range(6):
+            state, z, _, _ = m.imagine(state, torch.ones(1, 2), MODE_TAU, noise)
+            zs.append(z)
+        assert set(state) == ({"h", "c", "z", "keep_z", "keep_h"} if m.cfg.dropout else {"h", "c", "z"})
+        return torch.cat(zs)
+
+    plain = MDRNN(MDRNNConfig(z_size=4, action_size=2, hidden_size=16)).eval()
+    dropped = MDRNN(MDRNNConfig(z_size=4, action_size=2, hidden_size=16, dropout=0.3)).eval()
+    dropped.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(dream(dropped, 3), dream(dropped, 3))
+        assert (dream(dropped, 3) - dream(dropped, 4)).abs().max() > 0.05  # MODE_TAU's own noise: < 1e-4
+        torch.testing.assert_close(dream(plain, 3), dream(plain, 4), atol=1e-3, rtol=0)
+        masked = dropped.randomize(dropped.initial_state(1), SeededNoise(torch.tensor([3])))
+        torch.testing.assert_close(dropped.observe(masked, torch.ones(1, 4), torch.ones(1, 2))["h"],
+                                   plain.observe(plain.initial_state(1), torch.ones(1, 4), torch.ones(1, 2))["h"])

@@ -3,7 +3,7 @@ a missing stage names the command that makes it; a changed upstream is refused."
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,12 @@ def load_vae(logdir: Path, device: torch.device) -> tuple[VAE, str]:
 def dynamics_config(name: str, values: dict[str, Any]) -> dict[str, Any]:
     """The config of M `name` picked by field name from `values` (sizes and parsed flags)."""
     return {f.name: values[f.name] for f in fields(DYNAMICS[name][1])}
+
+
+def with_defaults(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config of M `name` with the default of every field added since it was saved,
+    so a checkpoint from before a new option still resumes while the option stays off."""
+    return asdict(DYNAMICS[name][1](**config))
 
 
 def build_dynamics(name: str, config: dict) -> torch.nn.Module:
