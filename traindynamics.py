@@ -24,6 +24,7 @@ from data.frames import prefetch
 from data.latents import latent_cache
 from data.rollouts import load_rollout
 from data.sequences import Batch, SequenceBatches
+from models.noise import SeededNoise
 from utils.checkpoint import seed_everything
 from utils.cli import run_main
 from utils.device import to_device
@@ -98,6 +99,8 @@ def parse_args() -> argparse.Namespace:
                 "dream that it never saw in training")
     if a.dropout is None:
         a.dropout = 0.1 if a.model == "tssm" else 0.0
+    if a.model == "rssm" and a.dropout:
+        p.error("--dropout is for --model mdrnn and tssm")
     if not 0 <= a.dropout < 1:
         p.error("--dropout must lie in [0, 1)")
     if not 0 <= a.kl_balance <= 1 or a.free_nats < 0:
@@ -172,8 +175,11 @@ def main() -> None:
         # in: models/ does not import utils/), so the average of the ranks' losses is the global
         # batch's loss without a row weight
         rows = world().split(len(z))[0] if shard else slice(None)
+        # the MDN-RNN's dropout masks come from per-row seeds drawn for the global batch, like z
+        seeds = torch.randint(1 << 31, (len(z),)) if a.model == "mdrnn" and a.dropout else None
+        noise = {} if seeds is None else {"noise": SeededNoise(seeds[rows])}
         return m.loss(z[rows], *(t[k][rows] for k in ("actions", "rewards", "terminals", "mask", "next_mask")),
-                      count=count_per_rank)
+                      count=count_per_rank, **noise)
 
     def validate() -> dict[str, torch.Tensor]:
         return mean_metrics((batch_loss(b, False)[1], len(b["mask"])) for b in val.epoch(0, shuffle=False))

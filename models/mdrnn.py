@@ -7,10 +7,10 @@ run the nn.LSTM's own weights as a cell, so sequence training and stepping share
 and agree to float rounding.
 
 Dropout's Dream Land (Wellmer & Kwok 2021): with `dropout` > 0, M trains with one dropout
-mask per sequence on the z part of its input and on h before its heads, and every dream C
-learns in draws its own pair of masks and keeps it to the end (`randomize`), so C meets
-many slightly different Ms instead of one M's particular errors. The real-env filter
-(`observe`) never drops anything. Their M drops h inside the recurrence; here it is dropped
+mask per training window on the z part of its input and on h before its heads, and every
+dream draws its own pair of masks and keeps it to the end (`randomize`), so C meets many
+slightly different Ms instead of one M's particular errors. The real-env filter (`observe`)
+never drops anything. Their M drops h inside the recurrence; here it is dropped
 before the heads, which keeps nn.LSTM's fused kernel for training.
 """
 
@@ -52,18 +52,19 @@ class MDRNN(nn.Module):
         self.rnn = nn.LSTM(cfg.z_size + cfg.action_size, cfg.hidden_size, batch_first=True)
         self.mdn = MixtureHead(cfg.hidden_size, cfg.z_size, cfg.gaussians, cfg.head_units)
 
-    def forward(self, z: torch.Tensor, a: torch.Tensor) -> Prediction:
-        """Whole sequences (B, T, .) from zero state: heads at every step."""
+    def forward(self, z: torch.Tensor, a: torch.Tensor, noise: Noise | None = None) -> Prediction:
+        """Whole sequences (B, T, .) from zero state: heads at every step. noise: where a
+        training sequence's dropout masks come from (one row each; None: torch's generator)."""
+        keep_h = None
         if self.training and self.cfg.dropout > 0:
-            z = z * self._keep(z.new_empty(z.shape[0], 1, z.shape[-1]).uniform_())
+            masks = self.randomize(self.initial_state(len(z)), noise)
+            z, keep_h = z * masks["keep_z"][:, None], masks["keep_h"][:, None]
         x = torch.cat([z, a], -1)
         # CPU autocast sends the LSTM to oneDNN in bf16, which fails on CPUs without native bf16
         # (AVX2-only ones: "could not create a primitive descriptor"): on CPUs it stays float32
         with torch.autocast("cpu", enabled=False):
             h, _ = self.rnn(x.float() if x.is_cpu else x)
-        if self.training and self.cfg.dropout > 0:
-            h = h * self._keep(h.new_empty(h.shape[0], 1, h.shape[-1]).uniform_())
-        return self.mdn(h)
+        return self.mdn(h if keep_h is None else h * keep_h)
 
     def _keep(self, u: torch.Tensor) -> torch.Tensor:
         """Inverted dropout's mask from uniform numbers u: 0 with chance p, else 1 / (1 - p)."""
@@ -72,12 +73,13 @@ class MDRNN(nn.Module):
 
     def loss(
         self, z: torch.Tensor, a: torch.Tensor, reward: torch.Tensor, done: torch.Tensor,
-        mask: torch.Tensor, next_mask: torch.Tensor, count: Count = local_count,
+        mask: torch.Tensor, next_mask: torch.Tensor, count: Count = local_count, noise: Noise | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """z: (B, T+1, Z) latents; a, reward, done, mask: (B, T). next_mask marks steps whose
         z_{t+1} lies inside the episode (the last step of an episode has none). count: the
-        masked means' denominator, passed in by data-parallel training (mixture.prediction_loss)."""
-        return mixture.prediction_loss(self(z[:, :-1], a), z[:, 1:], reward, done, mask, next_mask,
+        masked means' denominator, passed in by data-parallel training (mixture.prediction_loss);
+        noise: the dropout masks' per-row source, which data-parallel training also passes."""
+        return mixture.prediction_loss(self(z[:, :-1], a, noise), z[:, 1:], reward, done, mask, next_mask,
                                        self.cfg.reward_weight, self.cfg.done_weight, self.cfg.done_pos_weight, count)
 
     # --- the world-model interface -------------------------------------------------------
@@ -99,7 +101,7 @@ class MDRNN(nn.Module):
 
     def observe(self, state: State, z: torch.Tensor, a_prev: torch.Tensor | None) -> State:
         if a_prev is None:
-            return {**state, "z": z}
+            return {"h": state["h"], "c": state["c"], "z": z}
         h, c = self._advance(state, a_prev)
         return {"h": h, "c": c, "z": z}
 
@@ -117,7 +119,7 @@ class MDRNN(nn.Module):
         every later `imagine`. Without dropout, the state as it is."""
         if self.cfg.dropout == 0:
             return state
-        noise, B, device = noise or TorchNoise(), state["h"].shape[0], state["h"].device
+        noise, B, device = noise or TorchNoise(), state["h"].shape[0], state["h"].device  # float32 masks
         return {**state, "keep_z": self._keep(noise.uniform((B, self.z_size), device)),
                 "keep_h": self._keep(noise.uniform((B, self.cfg.hidden_size), device))}
 

@@ -76,8 +76,8 @@ def test_lambda_return_weights_sum_to_one_and_terminals_cut() -> None:
 
 def small_m(kind: str, action_size: int) -> nn.Module:
     z = 6
-    if kind == "mdrnn":
-        return MDRNN(MDRNNConfig(z, action_size, hidden_size=16, gaussians=3))
+    if kind.startswith("mdrnn"):  # mdrnn-dropout: every imagined rollout has its own masks
+        return MDRNN(MDRNNConfig(z, action_size, hidden_size=16, gaussians=3, dropout=0.3 if "dropout" in kind else 0))
     if kind == "tssm":
         return TSSM(TSSMConfig(z, action_size, hidden_size=16, layers=1, heads=2, context=4, dropout=0.0))
     classes = 4 if kind == "rssm-categorical" else 0
@@ -93,7 +93,7 @@ def start_states(m: nn.Module, action_size: int, n: int = 8) -> dict[str, torch.
     return state
 
 
-@pytest.mark.parametrize("kind", ["mdrnn", "rssm", "rssm-categorical", "tssm"])
+@pytest.mark.parametrize("kind", ["mdrnn", "mdrnn-dropout", "rssm", "rssm-categorical", "tssm"])
 @pytest.mark.parametrize("discrete", [False, True])
 def test_update_changes_the_actor_through_m_and_never_m(kind, discrete) -> None:
     """With no entropy bonus and gradients through M, the actor's only gradient path is
@@ -113,6 +113,25 @@ def test_update_changes_the_actor_through_m_and_never_m(kind, discrete) -> None:
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     assert not torch.equal(flat_params(actor), actor_before)
     assert not torch.equal(flat_params(critic), critic_before)
+
+
+def test_imagination_in_a_dropout_m_dreams_in_its_variants() -> None:
+    """The actor-critic imagines in Dropout's Dream Land too: the same weights with dropout
+    give other imagined features than without (the masks apply)."""
+    torch.manual_seed(0)
+    plain, dropped = small_m("mdrnn", 2).eval(), small_m("mdrnn-dropout", 2).eval()
+    dropped.load_state_dict(plain.state_dict())
+    start = start_states(plain, 2, n=1)
+    start = {k: v.expand(16, -1) for k, v in start.items()}
+    actor = Actor(ActorConfig.for_space(plain.feature_size, gym.spaces.Box(-1, 1, (2,), np.float32),
+                                        hidden_size=16, layers=1))
+    feats = {}
+    for name, m in (("plain", plain), ("dropped", dropped)):
+        learner = ImaginationLearner(m, actor, Critic(m.feature_size, 16, 1),
+                                     ImaginationSettings(horizon=5, temperature=1e-6))
+        torch.manual_seed(1)
+        feats[name] = learner.imagine(start).features
+    assert (feats["plain"] - feats["dropped"]).abs().max() > 0.05
 
 
 def test_reinforce_gradient_is_refused_for_continuous_actions() -> None:

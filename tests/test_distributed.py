@@ -17,7 +17,7 @@ from tests.conftest import ROOT, run_script
 from utils.checkpoint import load_checkpoint
 
 M_ARGS = ["--epochs", "2", "--hidden-size", "32", "--seq-len", "8", "--batch-size", "16", "--nodreams",
-          "--device", "cpu"]
+          "--device", "cpu", "--dropout", "0.1"]  # the dropout masks must follow their rows across ranks too
 AC_ARGS = ["--method", "ac", "--select", "dream", "--eval-every", "2", "--eval-episodes", "8", "--batch-size", "4",
            "--seq-len", "8", "--units", "32", "--device", "cpu"]
 

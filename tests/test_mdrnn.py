@@ -187,31 +187,37 @@ def test_count_passed_in_makes_the_ranks_mean_loss_the_global_batch_loss() -> No
 
 
 def test_dropout_masks_hold_for_a_whole_training_sequence() -> None:
-    """Training drops the same z dimensions at every step of a sequence: changing a z
-    dimension at every step changes a row's predictions at all steps or at none (a mask
-    drawn per step would change some steps and not others)."""
+    """Training drops the same z and h units at every step of a sequence. z: changing z_0 at
+    every step changes a row's predictions at all steps or at none. h: with the reward read
+    off h's unit 0 alone, a row's rewards are 0 at all steps or at none. (Masks drawn per
+    step would give rows with some steps of each.)"""
     m = MDRNN(MDRNNConfig(z_size=4, action_size=2, hidden_size=16, dropout=0.5)).train()
     z, a = torch.randn(64, 10, 4), torch.rand(64, 10, 2)
     moved = z.clone()
     moved[..., 0] += 3.0
     with torch.no_grad():
         torch.manual_seed(1)
-        before = m(z, a).reward
+        before = m(z, a).done_logit
         torch.manual_seed(1)
-        after = m(moved, a).reward
-    changed = (before - after).abs() > 1e-6  # (B, T)
-    rows_all, rows_none = changed.all(1), ~changed.any(1)
-    assert bool((rows_all | rows_none).all())
-    assert 10 < int(rows_none.sum()) < 54, int(rows_none.sum())  # about half the rows drop z_0
+        after = m(moved, a).done_logit
+        changed = (before - after).abs() > 1e-6  # (B, T)
+        reward_row = m.mdn.weight[-2]
+        reward_row.zero_()
+        reward_row[0] = 1.0
+        m.mdn.bias[-2] = 0.0
+        zero = m(z, a).reward.abs() < 1e-9
+    for hit, what in ((changed, "z"), (~zero, "h")):
+        assert bool((hit.all(1) | ~hit.any(1)).all()), what
+        assert 10 < int(hit.all(1).sum()) < 54, (what, int(hit.all(1).sum()))  # about half the rows keep the unit
     m.eval()
     with torch.no_grad():  # evaluation never drops: the same prediction every call
         torch.testing.assert_close(m(z, a).reward, m(z, a).reward)
 
 
 def test_each_dream_keeps_its_own_dropout_masks_and_the_real_filter_drops_nothing() -> None:
-    """randomize draws one pair of masks per dream from its own noise: the same seed dreams
-    the same, another seed dreams another M; without dropout every seed sees one M. observe
-    (the real env's filter) ignores the masks."""
+    """randomize draws one pair of masks per dream from its own noise and every imagined
+    step keeps them; another seed dreams another M, while without dropout every seed sees
+    one M. observe (the real env's filter) ignores the masks."""
     from models.noise import SeededNoise
     from utils.dreams import MODE_TAU
 
@@ -220,20 +226,22 @@ def test_each_dream_keeps_its_own_dropout_masks_and_the_real_filter_drops_nothin
     def dream(m: MDRNN, seed: int) -> torch.Tensor:
         noise = SeededNoise(torch.tensor([seed]))
         state = m.randomize(m.observe(m.initial_state(1), torch.ones(1, 4), None), noise)
-        zs = []
+        drawn, zs = {k: v for k, v in state.items() if k.startswith("keep_")}, []
         for _ in range(6):
             state, z, _, _ = m.imagine(state, torch.ones(1, 2), MODE_TAU, noise)
             zs.append(z)
-        assert set(state) == ({"h", "c", "z", "keep_z", "keep_h"} if m.cfg.dropout else {"h", "c", "z"})
+        assert set(drawn) == ({"keep_z", "keep_h"} if m.cfg.dropout else set())
+        assert all(torch.equal(state[k], v) for k, v in drawn.items())
         return torch.cat(zs)
 
     plain = MDRNN(MDRNNConfig(z_size=4, action_size=2, hidden_size=16)).eval()
     dropped = MDRNN(MDRNNConfig(z_size=4, action_size=2, hidden_size=16, dropout=0.3)).eval()
     dropped.load_state_dict(plain.state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(dream(dropped, 3), dream(dropped, 3))
         assert (dream(dropped, 3) - dream(dropped, 4)).abs().max() > 0.05  # MODE_TAU's own noise: < 1e-4
         torch.testing.assert_close(dream(plain, 3), dream(plain, 4), atol=1e-3, rtol=0)
-        masked = dropped.randomize(dropped.initial_state(1), SeededNoise(torch.tensor([3])))
-        torch.testing.assert_close(dropped.observe(masked, torch.ones(1, 4), torch.ones(1, 2))["h"],
-                                   plain.observe(plain.initial_state(1), torch.ones(1, 4), torch.ones(1, 2))["h"])
+        z, a = torch.randn(1, 4), torch.ones(1, 2)
+        masked = dropped.randomize(dropped.observe(dropped.initial_state(1), z, None), SeededNoise(torch.tensor([3])))
+        assert bool((masked["keep_z"] == 0).any())  # a z unit is dropped: observe must not drop it
+        torch.testing.assert_close(dropped.observe(masked, z, a)["h"],
+                                   plain.observe(plain.observe(plain.initial_state(1), z, None), z, a)["h"])
