@@ -57,7 +57,7 @@ class MDRNN(nn.Module):
         training sequence's dropout masks come from (one row each; None: torch's generator)."""
         keep_h = None
         if self.training and self.cfg.dropout > 0:
-            masks = self.randomize(self.initial_state(len(z)), noise)
+            masks = self._masks(len(z), z.device, noise)
             z, keep_h = z * masks["keep_z"][:, None], masks["keep_h"][:, None]
         x = torch.cat([z, a], -1)
         # CPU autocast sends the LSTM to oneDNN in bf16, which fails on CPUs without native bf16
@@ -119,9 +119,13 @@ class MDRNN(nn.Module):
         every later `imagine`. Without dropout, the state as it is."""
         if self.cfg.dropout == 0:
             return state
-        noise, B, device = noise or TorchNoise(), state["h"].shape[0], state["h"].device  # float32 masks
-        return {**state, "keep_z": self._keep(noise.uniform((B, self.z_size), device)),
-                "keep_h": self._keep(noise.uniform((B, self.cfg.hidden_size), device))}
+        return {**state, **self._masks(state["h"].shape[0], state["h"].device, noise)}
+
+    def _masks(self, batch: int, device: torch.device, noise: Noise | None) -> State:
+        """A pair of float32 dropout masks per row, for z and for h."""
+        noise = noise or TorchNoise()
+        return {"keep_z": self._keep(noise.uniform((batch, self.z_size), device)),
+                "keep_h": self._keep(noise.uniform((batch, self.cfg.hidden_size), device))}
 
     def features(self, state: State) -> torch.Tensor:
         return torch.cat([state["z"], state["h"]], -1)
