@@ -196,16 +196,19 @@ def newest_error(a: argparse.Namespace, new_folder: str) -> dict[str, float]:
 
 
 def real_frames(a: argparse.Namespace) -> int:
-    """Env steps in M's dataset (random and C's episodes) plus C's own real-env training steps."""
+    """Env steps in M's dataset (random and C's episodes) plus C's own real-env steps: all of
+    its training in the real env, or its real selection episodes when it evolves in the dream."""
     metas = [read_meta(meta.parent) or {} for meta in a.dataset.rglob("dataset.json")]
     frames = sum(m.get("frames", 0) * m.get("action_repeat", 1) for m in metas)  # agent steps times the repeat
     if a.method == "plan":
         return frames
     metrics = a.logdir / "agent" / a.dynamics / a.method / "metrics.jsonl"
     config = json.loads((metrics.parent / "config.json").read_text())
+    rows = [json.loads(ln) for ln in metrics.read_text().splitlines()]
     if a.method == "cmaes" and not config.get("dream"):
-        rows = [json.loads(ln) for ln in metrics.read_text().splitlines()]
         frames += int(rows[-1]["frames"]) if rows else 0
+    elif config.get("select") == "real":
+        frames += int(rows[-1].get("select_frames", 0)) if rows else 0
     return frames
 
 

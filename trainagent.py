@@ -7,8 +7,10 @@
 CMA-ES evolves the linear controller in the real env (parallel worker processes, each with
 V, M, C and one env) or, with --dream, entirely inside M (the whole population times
 n-samples as one batch). Every --eval-every generations the generation's best candidate
-plays --eval-episodes fixed selection episodes in the same world; best.pt changes only when
-that score improves.
+plays --eval-episodes fixed selection episodes, in the same world unless --select says
+otherwise; best.pt changes only when that score improves. `--dream --select real` evolves C
+only in M's dream and chooses among the candidates on real episodes (seeds apart from the
+test episodes'), which guards best.pt against a late exploit of a hole in the dream.
 
 The actor-critic (--method ac) always learns inside M, as Dreamer does: imagined rollouts
 of --horizon steps from M's posterior states on real sequences, lambda-returns, gradients
@@ -68,6 +70,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eval-every", type=int,
                    help="generations (cmaes, default 5) or updates (ac, default 100) between selection evaluations")
     p.add_argument("--eval-episodes", type=int, default=64, help="episodes of each selection evaluation")
+    p.add_argument("--select", choices=["real", "dream"],
+                   help="where the selection episodes that choose best.pt are played: the real env, or M's dream "
+                        "(no real env at all); default: the dream for cmaes --dream, else the real env")
     p.add_argument("--max-workers", type=int, default=os.cpu_count() or 1,
                    help="real-env worker processes (0: run in this process)")
     p.add_argument("--envs-per-worker", type=int, default=16, help="envs each worker plays in lockstep")
@@ -121,8 +126,6 @@ def parse_args() -> argparse.Namespace:
                     help="mixed precision for the imagined rollouts: bf16 (GPUs since Ampere, recent CPUs) or fp16")
     ac.add_argument("--act", choices=["mode", "sample"], default="mode",
                     help="in real episodes and dreams, the actor's most likely action or a sample")
-    ac.add_argument("--select", choices=["real", "dream"], default="real",
-                    help="score the selection episodes in the real env, or in M's dream (no real env at all)")
     a = p.parse_args()
     a.eval_every = a.eval_every or (5 if a.method == "cmaes" else 100)
     if min(a.pop_size, a.n_samples, a.generations, a.eval_every, a.eval_episodes, a.envs_per_worker, a.updates,
@@ -140,6 +143,9 @@ def parse_args() -> argparse.Namespace:
         p.error("--ray needs --max-workers >= 1")
     if a.method == "ac" and a.dream:
         p.error("--dream is CMA-ES's; the actor-critic always learns in the dream (see --select)")
+    if a.method == "cmaes" and not a.dream and a.select == "dream":
+        p.error("--select dream needs --dream: a C evolved in the real env is chosen there too")
+    a.select = a.select or ("dream" if a.dream else "real")
     return a
 
 
@@ -189,16 +195,19 @@ def train_cmaes(a, stage, vae, m, ids, env_id, space, max_steps, survival, commo
                               a.eval_episodes, a.seed, a.round_sigma, a.round_from)
     identity = {**common, "controller": cfg.to_dict(), "dream": a.dream,
                 "temperature": a.temperature if a.dream else None, "survival": survival if a.dream else None,
-                "pop_size": a.pop_size, "n_samples": a.n_samples, "sigma": a.sigma}
+                "pop_size": a.pop_size, "n_samples": a.n_samples, "sigma": a.sigma, "select": a.select}
     evaluator, where = evaluator_for(a, agent, ids, env_id, cfg.to_dict(), a.dream, a.temperature, max_steps,
                                      survival)
+    select, select_where = (evaluator, where) if (a.select == "dream") == a.dream else \
+        evaluator_for(a, agent, ids, env_id, cfg.to_dict(), False, a.temperature, max_steps, survival)
     print(f"C: linear, {cfg.n_params} parameters on {agent.m.feature_size} features of M ({a.dynamics}); "
-          f"CMA-ES population {a.pop_size} x {a.n_samples} episodes {where}")
+          f"CMA-ES population {a.pop_size} x {a.n_samples} episodes {where}; selection episodes {select_where}")
     try:
         state = run_search(stage, evaluator, settings, cfg.n_params, identity, {"controller": cfg.to_dict(),
-                           "env": env_id, "dynamics": a.dynamics})
+                           "env": env_id, "dynamics": a.dynamics}, select)
     finally:
         evaluator.close()
+        select.close()
     print(f"{state.generation} generations, {state.frames:,} {'dream ' if a.dream else ''}steps, "
           f"{state.seconds:.0f} s; best selection score {state.best_score:.4g}: {stage.best}\n"
           f"evaluate it in the real env: python test_controller.py --logdir {a.logdir} --dynamics {a.dynamics}")

@@ -46,6 +46,7 @@ class LoopState:
     update: int = 0  # finished updates
     best_score: float = -np.inf
     imagined: int = 0  # imagined steps so far
+    select_frames: int = 0  # steps of the selection episodes (real ones unless selecting in the dream)
     seconds: float = 0.0
     round: int = 0  # online rounds: each new M starts one, for s.updates more updates
     round_start: int = 0  # the update this round started at
@@ -118,8 +119,9 @@ def run_actor_critic(
         returns, episodes = (evaluate(np.repeat(params.numpy()[None], s.eval_episodes, 0), seeds) if evaluate
                              else (np.zeros(1), []))  # under torchrun rank 0 alone plays them
         score = broadcast(float(returns.mean()))
+        state.select_frames += sum(e.steps for e in episodes)  # rank 0's count: it alone plays them
         logged.update(select_mean=score, select_std=float(returns.std()), imagined=state.imagined,
-                      seconds=state.seconds)
+                      select_frames=state.select_frames, seconds=state.seconds)
         successes = [e.success for e in episodes if e.success is not None]
         if successes:
             logged["select_success"] = float(np.mean(successes))

@@ -48,15 +48,16 @@ class SearchState:
     es: Any  # cma.CMAEvolutionStrategy
     generation: int = 0  # finished generations
     best_score: float = -np.inf
-    frames: int = 0  # env (or dream) steps so far
+    frames: int = 0  # env (or dream) steps so far, selection episodes included
+    select_frames: int = 0  # steps of the selection episodes alone (real ones where fitness is dreamt)
     seconds: float = 0.0
     round: int = 0  # online rounds: each new M starts one (see start_round)
     round_start: int = 0  # the generation this round started at
 
     def to_checkpoint(self) -> dict[str, Any]:
         return {"es_state": es_state(self.es), "generation": self.generation, "best_score": self.best_score,
-                "frames": self.frames, "seconds": self.seconds, "round": self.round,
-                "round_start": self.round_start, "rng": rng_state()}
+                "frames": self.frames, "select_frames": self.select_frames, "seconds": self.seconds,
+                "round": self.round, "round_start": self.round_start, "rng": rng_state()}
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], n_params: int, s: SearchSettings, path: str) -> SearchState:
@@ -66,8 +67,8 @@ class SearchState:
         es = new_search(n_params, s).es
         restore_es(es, ckpt["es_state"])
         set_rng_state(ckpt["rng"])  # after the strategy is built: pycma seeds numpy's RNG when built
-        return cls(es, ckpt["generation"], ckpt["best_score"], ckpt["frames"], ckpt["seconds"],
-                   ckpt.get("round", 0), ckpt.get("round_start", 0))
+        return cls(es, ckpt["generation"], ckpt["best_score"], ckpt["frames"], ckpt.get("select_frames", 0),
+                   ckpt["seconds"], ckpt.get("round", 0), ckpt.get("round_start", 0))
 
     def start_round(self, best: np.ndarray, s: SearchSettings) -> None:
         """A new M: search again around C's best so far (or, round_from "fresh", from C's initial
@@ -92,9 +93,11 @@ def selection_seeds(s: SearchSettings) -> list[int]:
 
 def run_search(
     stage: StageDir, evaluate: Evaluate, s: SearchSettings, n_params: int, identity: dict[str, Any],
-    best_extra: dict[str, Any],
+    best_extra: dict[str, Any], select: Evaluate | None = None,
 ) -> SearchState:
-    """Evolve until s.generations or until a selection score reaches s.target_return."""
+    """Evolve until s.generations or until a selection score reaches s.target_return. `select`
+    plays the selection episodes where they differ from the fitness episodes' world (a C
+    evolved in M's dream but chosen on real episodes); by default `evaluate` plays both."""
     resume = stage.resume_state("cpu")
     rounds = new_round(stage, resume, identity)
     state = SearchState.from_checkpoint(resume, n_params, s, str(stage.latest)) if resume else new_search(n_params, s)
@@ -119,12 +122,13 @@ def run_search(
         state.es.tell(list(candidates), list(-fitness))
         state.frames += sum(e.steps for e in episodes)
         metrics = {"fitness_mean": fitness.mean(), "fitness_best": fitness.max(), "fitness_worst": fitness.min(),
-                   "sigma": state.es.sigma, "frames": state.frames}
+                   "sigma": state.es.sigma}
         state.generation = g + 1
         if state.generation % s.eval_every == 0 or state.generation == end:
-            metrics.update(_select(stage, evaluate, s, state, candidates[fitness.argmax()], identity, best_extra))
+            metrics.update(_select(stage, select or evaluate, s, state, candidates[fitness.argmax()], identity,
+                                   best_extra))
         state.seconds += time.perf_counter() - t0
-        metrics["seconds"] = state.seconds
+        metrics.update(frames=state.frames, select_frames=state.select_frames, seconds=state.seconds)
         save_checkpoint(stage.latest, {"identity": identity, **state.to_checkpoint()})
         stage.log(state.generation, metrics)
         bar.update(1)
@@ -140,7 +144,9 @@ def _select(
 ) -> dict[str, float]:
     """Judge this generation's best candidate on the selection episodes; best.pt only improves."""
     returns, episodes = evaluate(np.repeat(params[None], s.eval_episodes, 0), selection_seeds(s))
-    state.frames += sum(e.steps for e in episodes)
+    steps = sum(e.steps for e in episodes)
+    state.frames += steps
+    state.select_frames += steps
     score = float(returns.mean())
     out = {"select_mean": score, "select_std": float(returns.std())}
     successes = [e.success for e in episodes if e.success is not None]

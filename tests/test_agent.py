@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from agent.cmaes import SearchSettings, selection_seeds
 from agent.episodes import Agent
-from agent.evaluate import DreamEvaluator, load_world
+from agent.evaluate import AgentSpec, DreamEvaluator, RealEvaluator, load_world
 from data.dataset import open_dataset
 from data.envs import make_env
 from data.latents import cached_dataset, latent_cache
@@ -77,6 +78,27 @@ def test_cmaes_in_the_real_env_keeps_the_best_selected_candidate(logdir) -> None
     best = load_checkpoint(logdir / "agent" / "mdrnn" / "cmaes" / "best.pt")
     assert best["score"] == max(x["select_mean"] for x in m if "select_mean" in x)
     assert 0 <= m[-1]["select_success"] <= 1
+
+
+def test_a_dream_search_can_choose_its_best_on_real_episodes(logdir) -> None:
+    """--dream --select real: fitness in M's dream, best.pt judged on real selection episodes,
+    whose score a replay of best.pt in the real env on the same seeds gives back."""
+    trainagent(logdir, "--dream", "--select", "real", "--generations", "4", "--max-workers", "2")
+    m = metrics(logdir)
+    assert [x["select_frames"] for x in m] == [0, m[1]["select_frames"], m[1]["select_frames"], m[3]["select_frames"]]
+    assert 0 < m[1]["select_frames"] < m[3]["select_frames"]  # 32 real episodes at generations 2 and 4
+    best = load_checkpoint(logdir / "agent" / "mdrnn" / "cmaes" / "best.pt")
+    assert best["score"] == max(x["select_mean"] for x in m if "select_mean" in x)
+    spec = AgentSpec(str(logdir), "mdrnn", "GridWorld-v0", best["controller"], "cpu")
+    evaluator = RealEvaluator(spec, 0, 60.0, None, 16)
+    try:
+        seeds = selection_seeds(SearchSettings(eval_episodes=32))
+        replay = evaluator(np.repeat(best["params"].numpy()[None], 32, 0), seeds)[0]
+    finally:
+        evaluator.close()
+    assert replay.mean() == pytest.approx(best["score"])
+    proc = trainagent(logdir, "--select", "dream", "--generations", "1", check=False)
+    assert proc.returncode == 2 and "--select dream needs --dream" in proc.stderr
 
 
 def test_resumed_search_continues_exactly(logdir, tmp_path) -> None:

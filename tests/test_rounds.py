@@ -155,6 +155,47 @@ def test_a_round_before_any_selection_starts_at_the_search_mean(tmp_path) -> Non
     assert (again.round, again.generation) == (1, 6) and stage.best.exists()
 
 
+def test_a_dream_search_chooses_best_pt_on_the_selection_world(tmp_path) -> None:
+    """Fitness pulls the search towards one target (the dream) while selection scores another
+    (the real env): best.pt is the judged candidate nearest the second, and only selection
+    episodes count as select_frames."""
+    stage = StageDir(tmp_path, "agent/toy/cmaes")
+    stage.start(noreload=False)
+    s = SearchSettings(pop_size=8, n_samples=2, sigma=0.3, generations=20, eval_every=2, eval_episodes=3)
+    dream, real = np.ones(4), np.zeros(4)
+    judged: list[np.ndarray] = []
+
+    def select(params: np.ndarray, seeds: list[int]) -> tuple[np.ndarray, list[Episode]]:
+        judged.append(params[0].copy())
+        r = -((params - real) ** 2).sum(1)
+        return r, [Episode(float(v), 5) for v in r]
+
+    state = run_search(stage, quadratic(dream), s, 4, {"dynamics_id": "m0"}, {}, select)
+    best = load_checkpoint(stage.best)
+    scores = [-((p - real) ** 2).sum() for p in judged]
+    assert len(judged) == 10 and best["score"] == pytest.approx(max(scores))
+    assert torch.allclose(best["params"].double(), torch.from_numpy(judged[int(np.argmax(scores))]), atol=1e-6)
+    assert np.abs(state.es.mean - dream).max() < np.abs(state.es.mean - real).max()  # fitness still led the search
+    assert best["score"] > -((state.es.mean - real) ** 2).sum()  # and best.pt is not simply the last candidate
+    rows = [json.loads(ln) for ln in stage.metrics.read_text().splitlines()]
+    assert rows[-1]["select_frames"] == 10 * 3 * 5
+    assert rows[-1]["frames"] == 20 * 8 * 2 + 10 * 3 * 5  # the stand-in dream's episodes are 1 step long
+
+
+def test_real_frames_count_the_real_selection_episodes_of_a_dream_controller(tmp_path) -> None:
+    from rounds import real_frames
+    data, c = tmp_path / "data", tmp_path / "exp" / "agent" / "mdrnn" / "cmaes"
+    data.mkdir()
+    c.mkdir(parents=True)
+    (data / "dataset.json").write_text(json.dumps({"frames": 100, "action_repeat": 2}))
+    (c / "metrics.jsonl").write_text(json.dumps({"step": 1, "frames": 5000, "select_frames": 30}) + "\n")
+    a = argparse.Namespace(logdir=tmp_path / "exp", dataset=data, dynamics="mdrnn", method="cmaes")
+    for config, frames in (({"dream": True, "select": "dream"}, 200), ({"dream": True, "select": "real"}, 230),
+                           ({"dream": False, "select": "real"}, 5200)):
+        (c / "config.json").write_text(json.dumps(config))
+        assert real_frames(a) == frames, config
+
+
 def test_the_round_driver_resumes_at_the_step_it_stopped_in(tmp_path) -> None:
     a = argparse.Namespace(logdir=tmp_path, dynamics="mdrnn", method="cmaes", horizon=10)
     calls: list[str] = []
