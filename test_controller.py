@@ -198,8 +198,9 @@ def write_ledger(a: argparse.Namespace, ckpt: dict, env_id: str, max_steps: int,
                  seconds: float, device: str) -> None:
     """The run's results/ file: this evaluation and the stages that made the evaluated C."""
     identity = ckpt.get("identity", {})
-    dream_only = None if a.random else (a.planner is not None  # the planner learns nothing in the real env
-                                        or bool(identity.get("dream") or identity.get("select") == "dream"))
+    # the planner learns nothing in the real env; a C evolved in the dream may still be chosen on real episodes
+    select = identity.get("select", "dream" if identity.get("dream") else "real")
+    dream_only = None if a.random else a.planner is not None or select == "dream"
     evaluation = {"where": "dream" if a.dream else "real", "episodes": a.episodes, "first_seed": a.seed,
                   "max_steps": max_steps, "real_z": a.real_z, "action_repeat": logdir_action_repeat(a.logdir)}
     if a.planner is not None:

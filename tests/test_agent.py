@@ -97,6 +97,10 @@ def test_a_dream_search_can_choose_its_best_on_real_episodes(logdir) -> None:
     finally:
         evaluator.close()
     assert replay.mean() == pytest.approx(best["score"])
+    ledger = logdir / "ledger.json"
+    run_script("test_controller.py", "--logdir", str(logdir), "--episodes", "4", "--workers", "0", "--results",
+               str(ledger))
+    assert json.loads(ledger.read_text())["dream_only"] is False  # real episodes chose it
     proc = trainagent(logdir, "--select", "dream", "--generations", "1", check=False)
     assert proc.returncode == 2 and "--select dream needs --dream" in proc.stderr
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tools.results_md import render
+from tools.results_md import render, where
 
 
 def test_results_md_agrees_with_the_ledger() -> None:
@@ -46,3 +46,12 @@ def test_a_file_that_is_not_a_ledger_file_is_named(tmp_path) -> None:
     (tmp_path / "results" / "x.json").write_text(json.dumps({"env": "GridWorld-v0"}))
     with pytest.raises(SystemExit, match="x.json: not a ledger file"):
         render(tmp_path / "results", Path("none"))
+
+
+def test_where_c_learned_comes_from_the_record_and_its_commands() -> None:
+    dream = {**record(0, [1.0]), "dream_only": True}
+    chosen = {**record(0, [1.0]), "commands": {"controller": ["python trainagent.py --dream --select real"]}}
+    real = {**record(0, [1.0]), "commands": {"controller": ["python trainagent.py --max-workers 8"]}}
+    ac = {**record(0, [1.0]), "controller": "ac"}
+    assert [where(r) for r in (dream, chosen, real, ac)] == ["dream only", "dream, real selection", "real env",
+                                                             "dream, real selection"]

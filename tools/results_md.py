@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -58,7 +59,10 @@ def where(r: dict) -> str:
         c = r["evaluation"]["planner"]
         extra = (f", tau {c['temperature']}" if c["temperature"] != 1 else "") + (", survival" if c["survival"] else "")
         return f"plans in M (H {c['horizon']}, I {c['iterations']}, J {c['candidates']}, K {c['top_k']}{extra})"
-    return "dream only" if r["dream_only"] else "real env" if r["controller"] == "cmaes" else "dream, real selection"
+    if r["dream_only"]:
+        return "dream only"
+    dreamt = r["controller"] == "ac" or "--dream" in shlex.split(r["commands"].get("controller", [""])[-1])
+    return "dream, real selection" if dreamt else "real env"
 
 
 def anchor(env: str, records: list[tuple[str, dict]]) -> str:
