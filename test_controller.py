@@ -199,7 +199,7 @@ def write_ledger(a: argparse.Namespace, ckpt: dict, env_id: str, max_steps: int,
     """The run's results/ file: this evaluation and the stages that made the evaluated C."""
     identity = ckpt.get("identity", {})
     # the planner learns nothing in the real env; a C evolved in the dream may still be chosen on real episodes
-    select = identity.get("select", "dream" if identity.get("dream") else "real")
+    select = identity.get("select") or ("dream" if identity.get("dream") else "real")
     dream_only = None if a.random else a.planner is not None or select == "dream"
     evaluation = {"where": "dream" if a.dream else "real", "episodes": a.episodes, "first_seed": a.seed,
                   "max_steps": max_steps, "real_z": a.real_z, "action_repeat": logdir_action_repeat(a.logdir)}

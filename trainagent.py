@@ -195,7 +195,9 @@ def train_cmaes(a, stage, vae, m, ids, env_id, space, max_steps, survival, commo
                               a.eval_episodes, a.seed, a.round_sigma, a.round_from)
     identity = {**common, "controller": cfg.to_dict(), "dream": a.dream,
                 "temperature": a.temperature if a.dream else None, "survival": survival if a.dream else None,
-                "pop_size": a.pop_size, "n_samples": a.n_samples, "sigma": a.sigma, "select": a.select}
+                "pop_size": a.pop_size, "n_samples": a.n_samples, "sigma": a.sigma,
+                # None where selection is in the world C evolves in: searches saved before --select resume
+                "select": None if (a.select == "dream") == a.dream else a.select}
     evaluator, where = evaluator_for(a, agent, ids, env_id, cfg.to_dict(), a.dream, a.temperature, max_steps,
                                      survival)
     select, select_where = (evaluator, where) if (a.select == "dream") == a.dream else \

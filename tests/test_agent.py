@@ -24,7 +24,7 @@ from data.envs import make_env
 from data.latents import cached_dataset, latent_cache
 from models.controller import ControllerConfig, LinearController
 from tests.conftest import ROOT, run_script
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_checkpoint, save_checkpoint
 
 SMALL = ["--pop-size", "16", "--n-samples", "8", "--eval-every", "2", "--eval-episodes", "32", "--device", "cpu"]
 
@@ -125,6 +125,13 @@ def test_changed_search_settings_are_refused_on_resume(logdir) -> None:
     trainagent(logdir, "--dream", "--generations", "1")
     proc = trainagent(logdir, "--dream", "--generations", "2", "--sigma", "0.5", check=False)
     assert proc.returncode == 2 and "--noreload" in proc.stderr
+    proc = trainagent(logdir, "--dream", "--generations", "2", "--select", "real", check=False)
+    assert proc.returncode == 2 and "other select" in proc.stderr
+    latest = logdir / "agent" / "mdrnn" / "cmaes" / "latest.pt"
+    ckpt = load_checkpoint(latest)
+    del ckpt["identity"]["select"]  # as saved before --select existed
+    save_checkpoint(latest, ckpt)
+    assert "resuming" in trainagent(logdir, "--dream", "--generations", "2").stdout
 
 
 @pytest.mark.parametrize("dynamics", ["mdrnn", "rssm", "tssm"])
