@@ -156,7 +156,14 @@ def check_batch(batch_size: int, flag: str = "--batch-size") -> None:
 
 def finish() -> None:
     """Tear the process group down together: a rank that destroys it while its peer is
-    still writing checkpoints can make gloo abort the peer at exit (seen once under load)."""
+    still writing checkpoints can make gloo abort the peer at exit. Ranks other than 0 have
+    nothing left to write (logs, checkpoints and runs.jsonl are rank 0's), and they leave at
+    once: their interpreter teardown still aborted now and then with "terminate called
+    without an active exception", which made torchrun stop rank 0 too."""
     if dist.is_initialized():
         dist.barrier()
+        if not world().main:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         dist.destroy_process_group()
