@@ -209,7 +209,8 @@ def train_cmaes(a, stage, vae, m, ids, env_id, space, max_steps, survival, commo
                            "env": env_id, "dynamics": a.dynamics}, select)
     finally:
         evaluator.close()
-        select.close()
+        if select is not evaluator:
+            select.close()
     print(f"{state.generation} generations, {state.frames:,} {'dream ' if a.dream else ''}steps, "
           f"{state.seconds:.0f} s; best selection score {state.best_score:.4g}: {stage.best}\n"
           f"evaluate it in the real env: python test_controller.py --logdir {a.logdir} --dynamics {a.dynamics}")
