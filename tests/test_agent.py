@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -23,6 +24,7 @@ from data.dataset import open_dataset
 from data.envs import make_env
 from data.latents import cached_dataset, latent_cache
 from models.controller import ControllerConfig, LinearController
+from models.noise import SeededNoise
 from tests.conftest import ROOT, run_script
 from utils.checkpoint import load_checkpoint, save_checkpoint
 
@@ -148,6 +150,24 @@ def test_batched_dreams_equal_dreams_one_by_one(grid_world, dynamics) -> None:
         r1, s1, _ = agent.dream(params[i : i + 1], starts[i : i + 1], seeds[i : i + 1], 1.0, 16, survival=False)
         assert torch.allclose(r1, ret[i : i + 1], atol=1e-5) and torch.equal(s1, steps[i : i + 1])
     assert len(set(steps.tolist())) > 1 or len(set(ret.tolist())) > 1  # the rows really differ
+
+
+def test_read_only_frames_act_as_writable_ones_without_a_warning(grid_world) -> None:
+    """Some envs hand out read-only frames; wrapping them must neither warn nor change C."""
+    cpu = torch.device("cpu")
+    vae, m, _ = load_world(grid_world, "mdrnn", cpu)
+    c = LinearController(ControllerConfig(m.feature_size, 4, True))
+    agent = Agent(vae, m, c, cpu)
+    params = torch.randn(2, c.cfg.n_params)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    locked = frames.copy()
+    locked.flags.writeable = False
+    noise = SeededNoise(torch.tensor([1, 2]))
+    _, a = agent.step(m.initial_state(2), None, frames, params, noise)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, a_locked = agent.step(m.initial_state(2), None, locked, params, noise)
+    assert torch.equal(a, a_locked) and not locked.flags.writeable
 
 
 class RandomEnds:
