@@ -81,8 +81,9 @@ class Agent:
         """M's filtered state after a_prev, given the frames that followed it."""
         # frames_to_tensor's permuted (channels-last) layout makes V's convolutions 1.8x slower
         # on one frame on CPU (3.0 against 1.65 ms per step, CarRacing size); about even at 16
-        # a copy: the env's frames can be read-only, and torch warns on each one it wraps
-        stats = self.vae.encode(frames_to_tensor(to_device(torch.tensor(frames), self.device)).contiguous())
+        if not frames.flags.writeable:  # some envs' frames: torch would warn on wrapping them
+            frames = frames.copy()
+        stats = self.vae.encode(frames_to_tensor(to_device(torch.from_numpy(frames), self.device)).contiguous())
         z = self.vae.sample(stats, mean=self.real_z == "mean", noise=noise)
         return self.m.observe(state, z, a_prev)
 

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -152,8 +151,9 @@ def test_batched_dreams_equal_dreams_one_by_one(grid_world, dynamics) -> None:
     assert len(set(steps.tolist())) > 1 or len(set(ret.tolist())) > 1  # the rows really differ
 
 
-def test_read_only_frames_act_as_writable_ones_without_a_warning(grid_world) -> None:
-    """Some envs hand out read-only frames; wrapping them must neither warn nor change C."""
+def test_read_only_frames_act_as_writable_ones_and_are_never_wrapped(grid_world, monkeypatch) -> None:
+    """Some envs hand out read-only frames, which torch warns about (once per process) when it
+    wraps them: V must copy those first and act on them as on writable ones."""
     cpu = torch.device("cpu")
     vae, m, _ = load_world(grid_world, "mdrnn", cpu)
     c = LinearController(ControllerConfig(m.feature_size, 4, True))
@@ -164,9 +164,14 @@ def test_read_only_frames_act_as_writable_ones_without_a_warning(grid_world) -> 
     locked.flags.writeable = False
     noise = SeededNoise(torch.tensor([1, 2]))
     _, a = agent.step(m.initial_state(2), None, frames, params, noise)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        _, a_locked = agent.step(m.initial_state(2), None, locked, params, noise)
+    wrap = torch.from_numpy
+
+    def strict_wrap(array: np.ndarray) -> torch.Tensor:
+        assert array.flags.writeable, "torch was asked to wrap a read-only array"
+        return wrap(array)
+
+    monkeypatch.setattr(torch, "from_numpy", strict_wrap)
+    _, a_locked = agent.step(m.initial_state(2), None, locked, params, noise)
     assert torch.equal(a, a_locked) and not locked.flags.writeable
 
 
