@@ -99,6 +99,9 @@ def parse_args() -> argparse.Namespace:
                          "zeros (a C that learned the old dream's hole sits where a small step cannot leave)")
     es.add_argument("--generations", type=int, default=100,
                     help="generations to run (after M changed in an online round: this many more)")
+    es.add_argument("--restarts", type=int, default=1,
+                    help="independent searches per M, one after another, each of --generations and started as "
+                         "the first was but at its own seed; best.pt is the best over all of them")
     es.add_argument("--dream", action="store_true", help="evolve entirely inside M")
     es.add_argument("--discrete", choices=["argmax", "sample"], default="argmax",
                     help="discrete actions: argmax of C's outputs, or sampled from their softmax")
@@ -128,8 +131,8 @@ def parse_args() -> argparse.Namespace:
                     help="in real episodes and dreams, the actor's most likely action or a sample")
     a = p.parse_args()
     a.eval_every = a.eval_every or (5 if a.method == "cmaes" else 100)
-    if min(a.pop_size, a.n_samples, a.generations, a.eval_every, a.eval_episodes, a.envs_per_worker, a.updates,
-           a.batch_size, a.seq_len, a.horizon, a.units) < 1 or a.mlp_layers < 0:
+    if min(a.pop_size, a.n_samples, a.generations, a.restarts, a.eval_every, a.eval_episodes, a.envs_per_worker,
+           a.updates, a.batch_size, a.seq_len, a.horizon, a.units) < 1 or a.mlp_layers < 0:
         p.error("counts and sizes must be >= 1 (--mlp-layers >= 0)")
     if a.pop_size < 2:
         p.error("--pop-size must be >= 2")
@@ -192,7 +195,7 @@ def train_cmaes(a, stage, vae, m, ids, env_id, space, max_steps, survival, commo
     cfg = ControllerConfig.for_space(m.feature_size, space, sample=a.discrete == "sample")
     agent = Agent(vae, m, LinearController(cfg), device)
     settings = SearchSettings(a.pop_size, a.n_samples, a.sigma, a.generations, a.target_return, a.eval_every,
-                              a.eval_episodes, a.seed, a.round_sigma, a.round_from)
+                              a.eval_episodes, a.seed, a.round_sigma, a.round_from, a.restarts)
     identity = {**common, "controller": cfg.to_dict(), "dream": a.dream,
                 "temperature": a.temperature if a.dream else None, "survival": survival if a.dream else None,
                 "pop_size": a.pop_size, "n_samples": a.n_samples, "sigma": a.sigma,

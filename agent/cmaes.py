@@ -41,6 +41,7 @@ class SearchSettings:
     seed: int = 0
     round_sigma: float | None = None  # step size when a new round restarts the search (None: sigma)
     round_from: str = "best"  # a new round's search starts around C's best, or "fresh" at zeros
+    restarts: int = 1  # independent searches per M, each of `generations`
 
 
 @dataclass
@@ -77,9 +78,20 @@ class SearchState:
         the old M do not carry over."""
         self.round += 1
         self.round_start, self.best_score = self.generation, -np.inf
-        x0 = best if s.round_from == "best" else None  # None: new_strategy's own initial point
-        self.es = new_strategy(len(best), s.round_sigma or s.sigma, s.pop_size,
-                               episode_seed(s.seed, 2, self.round) + 1, x0)
+        self.es = round_strategy(best, s, episode_seed(s.seed, 2, self.round) + 1)
+
+    def restart(self, best: np.ndarray, s: SearchSettings) -> None:
+        """The next of s.restarts searches in this M: started as the round's first search was,
+        at another seed; best_score stays, so best.pt is the best over all searches."""
+        k = (self.generation - self.round_start) // s.generations
+        seed = episode_seed(s.seed, 3, self.round, k) + 1
+        self.es = round_strategy(best, s, seed) if self.round else new_strategy(len(best), s.sigma, s.pop_size, seed)
+
+
+def round_strategy(best: np.ndarray, s: SearchSettings, seed: int) -> Any:
+    """A search in a changed M: around C's best, or at C's initial zeros (round_from "fresh")."""
+    x0 = best if s.round_from == "best" else None  # None: new_strategy's own initial point
+    return new_strategy(len(best), s.round_sigma or s.sigma, s.pop_size, seed, x0)
 
 
 def new_search(n_params: int, s: SearchSettings) -> SearchState:
@@ -105,16 +117,17 @@ def run_search(
         stage.trim_metrics(state.generation)
         print(f"resuming {stage.path} after generation {state.generation} "
               f"(best selection score {state.best_score:.4g})")
-    if rounds:  # around C's best so far (the search's mean if no selection has run yet)
-        best = load_checkpoint(stage.best)["params"].double().numpy() if stage.best.exists() else state.es.mean
-        state.start_round(np.array(best), s)
-    end = state.round_start + s.generations
+    if rounds:
+        state.start_round(_best_params(stage, state), s)
+    end = state.round_start + s.generations * s.restarts
     stage.start_tb(purge_step=state.generation + 1)
-    bar = tqdm(total=s.generations, initial=state.generation - state.round_start, unit="gen",
+    bar = tqdm(total=end - state.round_start, initial=state.generation - state.round_start, unit="gen",
                desc="CMA-ES" + (f" (round {state.round})" if state.round else ""))
     while state.generation < end and not _reached(state.best_score, s.target_return):
         t0 = time.perf_counter()
         g = state.generation
+        if g > state.round_start and (g - state.round_start) % s.generations == 0:
+            state.restart(_best_params(stage, state), s)  # also after a kill right at the boundary
         candidates = np.asarray(state.es.ask())
         seeds = [episode_seed(s.seed, TRAIN, g, j) for j in range(s.n_samples)]
         returns, episodes = evaluate(np.repeat(candidates, s.n_samples, 0), seeds * len(candidates))
@@ -124,7 +137,7 @@ def run_search(
         metrics = {"fitness_mean": fitness.mean(), "fitness_best": fitness.max(), "fitness_worst": fitness.min(),
                    "sigma": state.es.sigma}
         state.generation = g + 1
-        if state.generation % s.eval_every == 0 or state.generation == end:
+        if state.generation % s.eval_every == 0 or (state.generation - state.round_start) % s.generations == 0:
             metrics.update(_select(stage, select or evaluate, s, state, candidates[fitness.argmax()], identity,
                                    best_extra))
         state.seconds += time.perf_counter() - t0
@@ -136,6 +149,12 @@ def run_search(
     bar.close()
     stage.close()
     return state
+
+
+def _best_params(stage: StageDir, state: SearchState) -> np.ndarray:
+    """C's best so far: best.pt, or the search's mean if no selection has run yet."""
+    best = load_checkpoint(stage.best)["params"].double().numpy() if stage.best.exists() else state.es.mean
+    return np.array(best)
 
 
 def _select(

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,29 @@ def test_a_fresh_round_searches_from_zeros_not_from_the_best(tmp_path) -> None:
     rows = [json.loads(ln) for ln in stage.metrics.read_text().splitlines()]
     assert rows[15]["fitness_best"] < -3  # near zeros (-4), not near the best found before
     assert np.abs(second.es.mean - 1).max() < np.abs(np.zeros(4) - 1).max()  # and it still learns
+
+
+def test_restarts_search_again_from_the_start_and_keep_the_best_over_all(tmp_path) -> None:
+    s = SearchSettings(pop_size=8, n_samples=1, sigma=0.3, generations=10, eval_every=5, eval_episodes=1, restarts=3)
+    whole = StageDir(tmp_path / "whole", "agent/toy/cmaes")
+    whole.start(noreload=False)
+    state = run_search(whole, quadratic(np.ones(4)), s, 4, {"dynamics_id": "m0"}, {})
+    rows = [json.loads(ln) for ln in whole.metrics.read_text().splitlines()]
+    assert state.generation == 30 and len(rows) == 30
+    for k in (10, 20):  # each search starts again at zeros (-4), at its own seed
+        assert rows[k]["fitness_best"] < -2 < rows[k - 1]["fitness_best"]
+    assert len({rows[k]["fitness_mean"] for k in (0, 10, 20)}) == 3
+    best = load_checkpoint(whole.best)
+    assert best["score"] == max(r["select_mean"] for r in rows if "select_mean" in r) == state.best_score
+    assert sum("select_mean" in r for r in rows) == 6  # the last candidates of every search are judged
+    # killed right where a search ended (one search run, then three asked for): the same searches
+    cut = StageDir(tmp_path / "cut", "agent/toy/cmaes")
+    cut.start(noreload=False)
+    run_search(cut, quadratic(np.ones(4)), replace(s, restarts=1), 4, {"dynamics_id": "m0"}, {})
+    again = run_search(cut, quadratic(np.ones(4)), s, 4, {"dynamics_id": "m0"}, {})
+    strip = lambda path: [{k: v for k, v in json.loads(ln).items() if k != "seconds"}  # noqa: E731
+                          for ln in path.read_text().splitlines()]
+    assert strip(cut.metrics) == strip(whole.metrics) and again.best_score == state.best_score
 
 
 def test_a_round_before_any_selection_starts_at_the_search_mean(tmp_path) -> None:
