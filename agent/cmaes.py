@@ -127,7 +127,8 @@ def run_search(
         t0 = time.perf_counter()
         g = state.generation
         if g > state.round_start and (g - state.round_start) % s.generations == 0:
-            state.restart(_best_params(stage, state), s)  # also after a kill right at the boundary
+            # also after a kill right at the boundary; round 0 starts at zeros and needs no best.pt
+            state.restart(_best_params(stage, state) if state.round else state.es.mean, s)
         candidates = np.asarray(state.es.ask())
         seeds = [episode_seed(s.seed, TRAIN, g, j) for j in range(s.n_samples)]
         returns, episodes = evaluate(np.repeat(candidates, s.n_samples, 0), seeds * len(candidates))
