@@ -126,7 +126,8 @@ def parse_args() -> argparse.Namespace:
     ac.add_argument("--units", type=int, default=200, help="width of the actor's and the critic's MLPs")
     ac.add_argument("--mlp-layers", type=int, default=2, help="hidden layers of the actor's and the critic's MLPs")
     ac.add_argument("--amp", choices=AMP, default="none",
-                    help="mixed precision for the imagined rollouts: bf16 (GPUs since Ampere, recent CPUs) or fp16")
+                    help="mixed precision for the imagined rollouts: bf16, fp16 (GPUs) or auto (bf16 where "
+                         "it is native)")
     ac.add_argument("--act", choices=["mode", "sample"], default="mode",
                     help="in real episodes and dreams, the actor's most likely action or a sample")
     a = p.parse_args()

@@ -85,7 +85,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--noreload", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", choices=AMP, default="none",
-                   help="mixed precision: bf16 (GPUs since Ampere, recent CPUs) or fp16 with loss scaling")
+                   help="mixed precision: bf16 (GPUs since Ampere, CPUs with AVX-512 BF16 or AMX), fp16 with loss "
+                        "scaling (GPUs), or auto: bf16 where it is native, else float32")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     sizes = (a.epochs, a.seq_len, a.batch_size, a.hidden_size, a.gaussians, a.deter, a.stoch, a.layers, a.heads,

@@ -53,7 +53,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--nosamples", action="store_true", help="skip the reconstruction PNG each epoch")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", choices=AMP, default="none",
-                   help="mixed precision: bf16 (GPUs since Ampere, recent CPUs) or fp16 with loss scaling")
+                   help="mixed precision: bf16 (GPUs since Ampere, CPUs with AVX-512 BF16 or AMX), fp16 with loss "
+                        "scaling (GPUs), or auto: bf16 where it is native, else float32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="batches prefetched by a background thread")
     a = p.parse_args()

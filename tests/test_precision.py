@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from tests.conftest import run_script
+from utils import precision
 from utils.checkpoint import load_checkpoint
+from utils.precision import Precision
 
 M_ARGS = ["--epochs", "2", "--hidden-size", "32", "--seq-len", "8", "--batch-size", "16", "--nodreams",
           "--device", "cpu"]
@@ -48,3 +50,15 @@ def test_fp16_on_a_cpu_is_a_clear_error(grid_vae, grid_data, tmp_path) -> None:
     proc = run_script("traindynamics.py", "--logdir", str(logdir), "--dataset", str(grid_data), *M_ARGS,
                       "--amp", "fp16", check=False)
     assert proc.returncode == 2 and "--amp fp16 is for GPUs" in proc.stderr
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_is_bf16_only_where_the_cpu_computes_it(monkeypatch, native: bool, capsys) -> None:
+    """auto: bf16 on a CPU with native bf16, float32 on one that would emulate it (about 40x
+    slower for V); an explicit bf16 on such a CPU still runs in bf16 and says why it is slow."""
+    monkeypatch.setattr(precision, "native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert Precision("auto", cpu).mode == ("bf16" if native else "none")
+    assert Precision("auto", torch.device("cuda")).mode == "bf16"
+    assert Precision("bf16", cpu).mode == "bf16"
+    assert ("emulated" in capsys.readouterr().out) is not native
