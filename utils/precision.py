@@ -3,7 +3,8 @@
 bf16 autocasts the forward pass and needs nothing else (its range matches float32); fp16
 also scales the loss so that small gradients do not underflow, and skips a step whose
 gradients overflowed. auto is bf16 on GPUs and on CPUs that compute bf16 in hardware, and
-float32 elsewhere, so one recipe is fast on every machine. Weights, optimizer state and checkpoints stay float32 either way.
+float32 elsewhere, so one recipe is fast on every machine. Weights, optimizer state and
+checkpoints stay float32 either way.
 """
 
 from __future__ import annotations
