@@ -10,9 +10,11 @@ scripts again, each one continuing rather than restarting:
      exploration noise, into a new folder inside --dataset;
   2. V encodes the new episodes into the latent cache, and M's open-loop latent error on
      them is measured before M trains on them;
-  3. traindynamics.py: M continues from its weights on all the data for its --epochs;
+  3. traindynamics.py: M continues from its weights on all the data for its --epochs
+     (--m-args-later can give it fewer than round 0's);
   4. trainagent.py: C continues in the updated M (CMA-ES around its best with
-     --round-sigma, the actor-critic with its actor, critic and optimizers);
+     --round-sigma, the actor-critic with its actor, critic and optimizers; --c-args-later
+     adds flags for these rounds);
   5. test_controller.py: the real score over --eval-episodes held-out episodes and C's score
      in M's dream; their gap is the sign of a hole in the dream.
 With --method plan, PlaNet's loop: the planner (its --plan-* flags) collects and is
@@ -61,6 +63,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--noise", type=float, default=0.1, help="C's exploration noise when collecting")
     p.add_argument("--m-args", default="", help="traindynamics.py flags (the same every round)")
     p.add_argument("--c-args", default="", help="trainagent.py flags (the same every round)")
+    p.add_argument("--m-args-later", default="",
+                   help="traindynamics.py flags added after --m-args in rounds 1 on, where M continues and needs "
+                        "fewer epochs than from nothing: --epochs 3 (the last of a repeated flag wins)")
+    p.add_argument("--c-args-later", default="", help="trainagent.py flags added after --c-args in rounds 1 on")
     p.add_argument("--eval-episodes", type=int, default=100, help="held-out real episodes (and dreams) per round")
     p.add_argument("--horizon", type=int, default=10, help="steps ahead of M's open-loop latent error")
     p.add_argument("--threads", type=int, default=2, help="worker processes for collection and evaluation")
@@ -145,9 +151,11 @@ def main() -> None:
         if r > 0:
             rounds.step("collect", lambda: collect(rounds, a))
             rounds.step("error", lambda: newest_error(a, rounds.state["values"]["new_folder"]))
-        rounds.step("dynamics", lambda: rounds.run("traindynamics.py", *m_args))
+        m_now = m_args + (shlex.split(a.m_args_later) if r > 0 else [])
+        c_now = c_args + (shlex.split(a.c_args_later) if r > 0 else [])
+        rounds.step("dynamics", lambda: rounds.run("traindynamics.py", *m_now))  # noqa: B023 (called at once)
         if a.method != "plan":
-            rounds.step("controller", lambda: rounds.run("trainagent.py", *c_args))
+            rounds.step("controller", lambda: rounds.run("trainagent.py", *c_now))  # noqa: B023
 
         def evaluate() -> dict[str, float]:
             common = ["--episodes", str(a.eval_episodes), "--workers", str(a.threads)]

@@ -249,12 +249,14 @@ def rounds_cmd(logdir: Path, data: Path) -> list[str]:
     return [sys.executable, str(ROOT / "rounds.py"), "--logdir", str(logdir), "--dataset", str(data), "--method",
             "plan", "--plan-horizon", "6", "--plan-iterations", "2", "--plan-candidates", "16", "--plan-top-k", "4",
             "--rounds", "1", "--collect", "20", "--eval-episodes", "20", "--threads", "2",
-            "--m-args", "--epochs 2 --seq-len 16 --hidden-size 32 --reward-weight 5 --done-weight 5 --nodreams"]
+            "--m-args", "--epochs 2 --seq-len 16 --hidden-size 32 --reward-weight 5 --done-weight 5 --nodreams",
+            "--m-args-later", "--epochs 1"]
 
 
 def test_a_killed_round_resumes_to_the_result_of_an_uninterrupted_one(tmp_path) -> None:
     """rounds.py killed (SIGKILL, the whole process group) in round 1 after collecting and
-    rerun ends with the same metrics, M and scores as a run never interrupted."""
+    rerun ends with the same metrics, M and scores as a run never interrupted. Round 1's M
+    continues for the --m-args-later epochs, not round 0's."""
     data = tmp_path / "data"
     run_script("generation_script.py", "--env", "GridWorldFixed-v0", "--rootdir", str(data), "--rollouts", "300",
                "--threads", "2")
@@ -283,6 +285,8 @@ def test_a_killed_round_resumes_to_the_result_of_an_uninterrupted_one(tmp_path) 
         runs[name] = [{k: v for k, v in json.loads(line).items() if not k.startswith("seconds")}
                       for line in (logdir / "rounds" / "metrics.jsonl").read_text().splitlines()]
         m[name] = load_checkpoint(logdir / "dynamics" / "mdrnn" / "latest.pt")
+        epochs = (logdir / "dynamics" / "mdrnn" / "metrics.jsonl").read_text().splitlines()
+        assert sorted({json.loads(e)["step"] for e in epochs}) == [1, 2, 3]  # 2 epochs in round 0, 1 in round 1
     assert [r["step"] for r in runs["whole"]] == [0, 1]
     assert runs["killed"] == runs["whole"]
     assert runs["whole"][1]["real_frames"] > runs["whole"][0]["real_frames"]  # the planner's episodes joined M's data
