@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from data.rollouts import save_rollout  # noqa: E402
 from models.vae import VAE, VAEConfig  # noqa: E402
-from utils.precision import Precision  # noqa: E402
+from utils.precision import Precision, native_bf16  # noqa: E402
 
 
 def in_memory_rate(batch_size: int, steps: int, amp: str = "none", width: int = 32, latent_size: int = 32) -> float:
@@ -59,9 +59,12 @@ SETTINGS = [(32, "none", 32), (128, "none", 32), (32, "bf16", 32), (128, "bf16",
 
 def settings_table(latent_size: int, frames: int) -> None:
     """Each setting's bare-step frames/s over about `frames` frames, and its ratio to Ha's."""
-    rates = {s: in_memory_rate(s[0], max(4, frames // s[0]), s[1], s[2], latent_size) for s in SETTINGS}
+    emulated = not native_bf16()  # bf16 runs about 40x slower there: a tenth of the frames tells as much
+    rates = {s: in_memory_rate(s[0], max(4, frames // s[0] // (10 if emulated and s[1] == "bf16" else 1)), s[1],
+                               s[2], latent_size) for s in SETTINGS}
     base = rates[SETTINGS[0]]
-    print(f"V's step at z {latent_size}, {torch.get_num_threads()} threads (ratio to batch 32, fp32, width 32):")
+    print(f"V's step at z {latent_size}, {torch.get_num_threads()} threads (ratio to batch 32, fp32, width 32)"
+          + (", bf16 emulated: this CPU has no native bf16" if emulated else "") + ":")
     for (batch, amp, width), rate in rates.items():
         print(f"  --batch-size {batch:<4} --amp {amp:<5} --width {width:<3} {rate:7.0f} frames/s  x{rate / base:.2f}")
 
