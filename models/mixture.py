@@ -38,15 +38,10 @@ class Prediction(NamedTuple):
 
 
 def gmm_nll(z: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi: torch.Tensor) -> torch.Tensor:
-    """-log p(z) per element under per-dimension mixtures; mixture parameters (..., Z, K).
-
-    Written for the CPU, where this loss took over half of M's training step: the K axis is
-    reduced on transposed views (torch reduces a short last axis about 3x slower than across
-    it), log_softmax becomes a second logsumexp, and sigma is divided out by multiplying."""
-    mu, log_sigma, logit_pi = (t.transpose(-1, -2) for t in (mu, log_sigma, logit_pi))
-    log_normal = -0.5 * ((z.unsqueeze(-2) - mu) * torch.exp(-log_sigma)).pow(2) - log_sigma
-    return (torch.logsumexp(logit_pi, -2) - torch.logsumexp(logit_pi + log_normal, -2)
-            + 0.5 * math.log(2 * math.pi))
+    """-log p(z) per element under per-dimension mixtures; mixture parameters (..., Z, K)."""
+    z = z.unsqueeze(-1)
+    log_normal = -0.5 * ((z - mu) / log_sigma.exp()).pow(2) - log_sigma - 0.5 * math.log(2 * math.pi)
+    return -torch.logsumexp(logit_pi.log_softmax(-1) + log_normal, dim=-1)
 
 
 class MixtureHead(nn.Linear):
@@ -67,14 +62,12 @@ class MixtureHead(nn.Linear):
     def forward(self, x: torch.Tensor) -> Prediction:
         out = super().forward(x)
         if self.scalars is None:
-            out, scalars = out.split([out.shape[-1] - 2, 2], -1)
+            out, scalars = out[..., :-2], out[..., -2:]
         else:
             scalars = self.scalars(x)
-        # split and unbind, not indexing: their backward writes each gradient once, where an
-        # index's backward first zero-fills a tensor the size of the whole output
-        mu, log_sigma, logit_pi = out.unflatten(-1, (3, self.z_size, self.gaussians)).unbind(-3)
-        reward, done_logit = scalars.unbind(-1)
-        return Prediction(mu, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX), logit_pi, reward, done_logit)
+        mix = out.unflatten(-1, (3, self.z_size, self.gaussians))
+        log_sigma = mix[..., 1, :, :].clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+        return Prediction(mix[..., 0, :, :], log_sigma, mix[..., 2, :, :], scalars[..., 0], scalars[..., 1])
 
 
 def prediction_loss(
