@@ -30,7 +30,7 @@ class Precision:
         if mode not in AMP:
             raise UserError(f"--amp {mode}: choose from {AMP}")
         if mode == "fp16" and device.type == "cpu":  # oneDNN has no fp16 LSTM, and CPUs gain nothing from it
-            raise UserError("--amp fp16 is for GPUs; on a CPU use --amp bf16")
+            raise UserError("--amp fp16 is for GPUs; on a CPU use --amp auto (bf16 where the CPU has it)")
         if mode == "auto":
             mode = "bf16" if device.type != "cpu" or native_bf16() else "none"
         elif mode == "bf16" and device.type == "cpu" and not native_bf16():
