@@ -142,9 +142,9 @@ def test_discrete_latents_train(grid_data, tmp_path) -> None:
     # straight-through categoricals need a gentler lr than Gaussians: at 2e-3 the logits
     # saturate within an epoch and the gradient dies
     trainvae(tmp_path, grid_data, "--width", "16", "--recon", "bce", "--latent", "discrete",
-             "--latent-size", "16", "--classes", "16", "--lr", "5e-4", "--epochs", "3", "--nosamples")
+             "--latent-size", "16", "--classes", "16", "--lr", "5e-4", "--epochs", "2", "--nosamples")
     val = [m for m in metrics(tmp_path) if "val/recon" in m]
-    assert val[-1]["val/pixel_mse"] < 0.96 * val[0]["val/pixel_mse"]
+    assert val[-1]["val/pixel_mse"] < 0.8 * val[0]["val/pixel_mse"]  # measured: 0.0129, then 0.0081
     assert val[-1]["val/kl"] > 2.0  # the latents carry information
     vae = load_vae(tmp_path / "vae" / "best.pt")
     z = vae.sample(vae.encode(torch.rand(2, 3, 64, 64)))
