@@ -1,11 +1,12 @@
 """Shared test helpers: run a stage script as a user would, from the repo root.
 
 The suite runs on one pytest-xdist worker per core (pyproject.toml); the tests that share a
-trained fixture run on one worker, which builds that fixture once. Every process keeps
-torch's thread count, since the learning tests' thresholds hold for M and C trained with it
-(with one thread a worker, other float rounding, the fixed map's dream C transferred 22%
-of the time instead of >= 80%); OpenMP's threads sleep rather than spin when they wait, so
-two workers share the cores."""
+trained fixture run on one worker, which builds that fixture once. Every process, the
+scripts it starts included, computes with two threads: the learning tests' thresholds hold
+for M and C trained with that float rounding (with one thread a worker the fixed map's dream
+C transferred 22% of the time instead of >= 80%), and a machine with more cores would
+otherwise round differently and run cores x cores threads. OpenMP's threads sleep rather
+than spin when they wait, so the workers share the cores."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # before torch is imported, here or by a script
+# before torch is imported, here or by a script this process starts
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import pytest

@@ -96,6 +96,7 @@ def test_an_m_saved_before_an_option_existed_resumes_and_a_changed_option_is_ref
     assert "resuming" in traindynamics(logdir, data, "--epochs", "2").stdout
     proc = traindynamics(logdir, data, "--epochs", "3", "--dropout", "0.05", check=False)
     assert proc.returncode == 2 and "trained with other model" in proc.stderr
+    assert "model.dropout: 0.0 there, 0.05 here" in proc.stderr  # names the flag to change back
     traindynamics(logdir, data, "--epochs", "1", "--dropout", "0.05", "--noreload")
     assert load_checkpoint(logdir / "dynamics" / "mdrnn" / "best.pt")["identity"]["model"]["dropout"] == 0.05
 

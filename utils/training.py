@@ -45,10 +45,23 @@ def check_identity(stage: StageDir, state: dict[str, Any] | None, identity: dict
         return
     diff = [k for k in identity if state["identity"].get(k) != identity[k]]
     if diff:
+        values = [d for k in diff for d in differences(state["identity"].get(k), identity[k], k)]
         raise CheckpointError(
-            f"{stage.latest} was trained with other {', '.join(diff)}: "
+            f"{stage.latest} was trained with other {', '.join(diff)} ({'; '.join(values)}): "
             "rerun with --noreload to start this stage afresh, or use another --logdir"
         )
+
+
+def differences(saved: Any, asked: Any, name: str) -> list[str]:
+    """'name: saved there, asked here' for each setting that differs, nested ones by their dotted
+    name, so that a refused resume says which flag to change back."""
+    if isinstance(saved, dict) and isinstance(asked, dict):
+        keys = sorted(set(saved) | set(asked))
+        return [d for k in keys for d in differences(saved.get(k), asked.get(k), f"{name}.{k}")]
+    if saved == asked:
+        return []
+    short = [v if len(v) <= 24 else v[:12] + "..." for v in (str(saved), str(asked))]
+    return [f"{name}: {short[0]} there, {short[1]} here"]
 
 
 def new_round(stage: StageDir, state: dict[str, Any] | None, identity: dict[str, Any]) -> bool:
