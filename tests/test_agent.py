@@ -250,10 +250,10 @@ def test_real_envs_in_lockstep_play_each_episode_as_alone(grid_world) -> None:
     cpu = torch.device("cpu")
     vae, m, _ = load_world(grid_world, "mdrnn", cpu)
     agent = Agent(vae, m, LinearController(ControllerConfig(m.feature_size, 4, True, sample=True)), cpu, "sample")
-    seeds = list(range(40, 52))
+    seeds = list(range(40, 64))  # 24 random Cs: on any CPU's rounding some end early, some late
     params = torch.from_numpy(np.random.default_rng(1).normal(0, 3, (len(seeds), agent.c.cfg.n_params))).float()
     together = agent.real_episodes([make_env("GridWorld-v0") for _ in seeds], params, seeds, 30)
-    assert len({e.steps for e in together}) >= 4  # the batch shrank unevenly
+    assert len({e.steps for e in together}) >= 3  # the batch shrank twice while other rows went on
     env = make_env("GridWorld-v0")
     alone = [agent.real_episodes([env], params[b : b + 1], [s], 30)[0] for b, s in enumerate(seeds)]
     assert [(e.ret, e.steps) for e in alone] == [(e.ret, e.steps) for e in together]  # rewards come from the env
