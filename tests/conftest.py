@@ -5,7 +5,8 @@ trained fixture run on one worker, which builds that fixture once. Every process
 scripts it starts included, computes with two threads: the learning tests' thresholds hold
 for M and C trained with that float rounding (with one thread a worker the fixed map's dream
 C transferred 22% of the time instead of >= 80%), and a machine with more cores would
-otherwise round differently and run cores x cores threads. OpenMP's threads sleep rather
+otherwise round differently and run cores x cores threads. The CPU's vector width (AVX2 or
+AVX-512) still changes the rounding, so thresholds need a margin beyond one machine's. OpenMP's threads sleep rather
 than spin when they wait, so the workers share the cores."""
 
 from __future__ import annotations
