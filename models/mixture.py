@@ -38,10 +38,12 @@ class Prediction(NamedTuple):
 
 
 def gmm_nll(z: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi: torch.Tensor) -> torch.Tensor:
-    """-log p(z) per element under per-dimension mixtures; mixture parameters (..., Z, K)."""
+    """-log p(z) per element under per-dimension mixtures; mixture parameters (..., Z, K).
+    log pi is folded into a second logsumexp rather than taken by log_softmax, which torch's
+    CPU kernel runs several times slower over a last axis as short as K."""
     z = z.unsqueeze(-1)
     log_normal = -0.5 * ((z - mu) / log_sigma.exp()).pow(2) - log_sigma - 0.5 * math.log(2 * math.pi)
-    return -torch.logsumexp(logit_pi.log_softmax(-1) + log_normal, dim=-1)
+    return torch.logsumexp(logit_pi, dim=-1) - torch.logsumexp(logit_pi + log_normal, dim=-1)
 
 
 class MixtureHead(nn.Linear):
