@@ -4,7 +4,7 @@
     python bench/cmaes.py --env VizdoomTakeCover-v1 --z 64 --hidden 512
 
 1. Seconds per dream generation: population 64 x 16 samples as one batch of 1024 dreams at
-   Doom size (z 64, LSTM 512, 3 actions), every dream running --horizon steps.
+   Doom size (z 64, LSTM 512 or --dream-hidden, 3 actions), every dream running --horizon steps.
 2. The same generation evaluated one candidate at a time (16 dreams per call): the ratio
    batched / one-at-a-time steps/s is what batching buys.
 3. Real-env frames/s with V, M and C acting, against the raw env stepping random actions,
@@ -106,6 +106,7 @@ def main() -> None:
     p.add_argument("--pop-size", type=int, default=64)
     p.add_argument("--n-samples", type=int, default=16)
     p.add_argument("--horizon", type=int, default=100, help="dream steps per episode")
+    p.add_argument("--dream-hidden", type=int, default=512, help="M's LSTM size for the dream part")
     p.add_argument("--env", default="CarRacing-v3")
     p.add_argument("--z", type=int, default=32, help="V's latent size for the real-env part")
     p.add_argument("--hidden", type=int, default=256, help="M's LSTM size for the real-env part")
@@ -117,14 +118,14 @@ def main() -> None:
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
 
-    doom = agent_of(64, 512, None, cpu)
+    doom = agent_of(64, a.dream_hidden, None, cpu)
     n = a.pop_size * a.n_samples
     with torch.no_grad():
         dream_generation(doom, 4, 4, 5, 16)  # warm-up
         batched = dream_generation(doom, a.pop_size, a.n_samples, a.horizon, n)
         single = dream_generation(doom, a.pop_size, a.n_samples, a.horizon, a.n_samples)
     steps = n * a.horizon
-    print(f"dream generation, population {a.pop_size} x {a.n_samples}, {a.horizon} steps, Doom-size M: "
+    print(f"dream generation, population {a.pop_size} x {a.n_samples}, {a.horizon} steps, z 64, LSTM {a.dream_hidden}: "
           f"{batched:.2f} s batched ({steps / batched:,.0f} steps/s), {single:.2f} s one candidate at a time "
           f"({steps / single:,.0f} steps/s): ratio {single / batched:.2f}")
 
