@@ -15,7 +15,10 @@ scripts again, each one continuing rather than restarting:
   4. trainagent.py: C continues in the updated M (CMA-ES around its best with
      --round-sigma, the actor-critic with its actor, critic and optimizers; --c-args-later
      adds flags for these rounds);
-  5. test_controller.py: the real score over --eval-episodes held-out episodes and C's score
+  5. with --keep-best N, C plays N real selection episodes (the same every round, never test
+     episodes) and, if it beats every earlier round's C there, is copied with its V and M into
+     <logdir>/kept/, a logdir for test_controller.py (agent/keep.py);
+  6. test_controller.py: the real score over --eval-episodes held-out episodes and C's score
      in M's dream; their gap is the sign of a hole in the dream.
 With --method plan, PlaNet's loop: the planner (its --plan-* flags) collects and is
 evaluated in the real env, and there is no C to train (step 4) or to dream with.
@@ -38,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from agent.keep import copy_rounds_record, judge, judge_seeds, keep_if_better, read_kept
 from agent.plan_flags import METHODS, planner_arguments, planner_flags, planner_settings
 from data.dataset import open_dataset, read_meta, relative_names
 from data.latents import latent_cache
@@ -49,7 +53,6 @@ from utils.plot import line_plot
 from utils.upstream import DYNAMICS, load_dynamics, load_vae
 
 ROOT = Path(__file__).resolve().parent
-STEPS = ("collect", "error", "dynamics", "controller", "evaluate")
 
 
 def parse_args() -> argparse.Namespace:
@@ -71,13 +74,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--horizon", type=int, default=10, help="steps ahead of M's open-loop latent error")
     p.add_argument("--threads", type=int, default=2, help="worker processes for collection and evaluation")
     p.add_argument("--seed", type=int, default=0, help="seed of the collection rounds")
+    p.add_argument("--keep-best", type=int, default=0, metavar="N",
+                   help="judge each round's C on N real selection episodes and keep the best in <logdir>/kept/")
     planner_arguments(p)
     a = p.parse_args()
     settings = planner_settings(a)
     a.plan_flags = planner_flags(settings) if settings is not None else []
-    if min(a.rounds + 1, a.collect, a.eval_episodes, a.horizon, a.threads + 1) < 1 or not 0 <= a.noise <= 1:
-        p.error("--collect, --eval-episodes and --horizon must be >= 1, --rounds and --threads >= 0, "
+    if min(a.rounds + 1, a.collect, a.eval_episodes, a.horizon, a.threads + 1, a.keep_best + 1) < 1 or \
+            not 0 <= a.noise <= 1:
+        p.error("--collect, --eval-episodes and --horizon must be >= 1, --rounds, --threads and --keep-best >= 0, "
                 "--noise in [0, 1]")
+    if a.keep_best and a.method == "plan":
+        p.error("--keep-best keeps a trained C; the planner has none")
     return a
 
 
@@ -123,7 +131,9 @@ class Rounds:
                  if "dream_mean" in values else "")
         print(f"\nround {r}: real {values['real_mean']:.4g} +/- {values['real_std']:.3g}{dream}" +
               (f", M's {self.a.horizon}-step latent error on C's new episodes {values['latent_error']:.4g}"
-               if "latent_error" in values else "") + f", {values['real_frames']:,} real frames, {seconds:.0f} s")
+               if "latent_error" in values else "") + f", {values['real_frames']:,} real frames, {seconds:.0f} s" +
+              (f"; kept C: round {values['kept_round']}'s ({values['kept_mean']:.4g} on the selection episodes, "
+               f"this round's {values['keep_mean']:.4g})" if "kept_round" in values else ""))
 
     def plot(self) -> None:
         rows = [json.loads(ln) for ln in self.stage.metrics.read_text().splitlines()]
@@ -170,9 +180,22 @@ def main() -> None:
                 out["real_success"] = real["success_rate"]
             return out
 
+        if a.keep_best:
+            rounds.step("keep", lambda: keep(a, rounds.state["round"]))
         rounds.step("evaluate", evaluate)
         rounds.finish_round()
     rounds.stage.record_run(started)
+    copy_rounds_record(a.logdir)
+
+
+def keep(a: argparse.Namespace, round_: int) -> dict[str, float]:
+    """Judge the round's C on the real selection episodes; keep it in <logdir>/kept/ if best so far."""
+    seeds = judge_seeds(a.seed, a.keep_best)
+    judged = judge(a.logdir, a.dynamics, a.method, seeds, a.threads)
+    kept = keep_if_better(a.logdir, a.dynamics, a.method, round_, seeds, judged)
+    print(f"round {round_}'s C: {judged['mean']:.4g} +/- {judged['std']:.3g} over {len(seeds)} real selection "
+          f"episodes; kept: round {kept['round']}'s ({kept['mean']:.4g})")
+    return {"keep_mean": judged["mean"], "kept_round": kept["round"], "kept_mean": kept["mean"]}
 
 
 def collect(rounds: Rounds, a: argparse.Namespace) -> dict[str, float]:
@@ -205,11 +228,14 @@ def newest_error(a: argparse.Namespace, new_folder: str) -> dict[str, float]:
 
 def real_frames(a: argparse.Namespace) -> int:
     """Env steps in M's dataset (random and C's episodes) plus C's own real-env steps: all of
-    its training in the real env, or its real selection episodes when it evolves in the dream."""
+    its training in the real env, or its real selection episodes when it evolves in the dream,
+    and the rounds' --keep-best selection episodes."""
     metas = [read_meta(meta.parent) or {} for meta in a.dataset.rglob("dataset.json")]
     frames = sum(m.get("frames", 0) * m.get("action_repeat", 1) for m in metas)  # agent steps times the repeat
     if a.method == "plan":
         return frames
+    kept = read_kept(a.logdir) or {}
+    frames += sum(j["frames"] for j in kept.get("judged", []))  # --keep-best's real selection episodes
     metrics = a.logdir / "agent" / a.dynamics / a.method / "metrics.jsonl"
     config = json.loads((metrics.parent / "config.json").read_text())
     rows = [json.loads(ln) for ln in metrics.read_text().splitlines()]

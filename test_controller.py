@@ -5,6 +5,7 @@
     python test_controller.py --logdir exp --episodes 100 --results results/my_run_seed0.json
     python test_controller.py --logdir exp --method plan --plan-light   # PlaNet's planner on M, no C
     python test_controller.py --logdir exp --random            # the random-policy baseline
+    python test_controller.py --logdir exp/kept --episodes 100 # the C rounds.py --keep-best kept
     python test_controller.py --logdir exp --dream --video 2   # C acting inside M, decoded by V
     xvfb-run -s "-screen 0 1400x900x24" python test_controller.py --logdir exp --display --episodes 3
 
@@ -18,6 +19,7 @@ ledger file: every episode, and every stage's seed, commands and wall time (util
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -200,9 +202,15 @@ def write_ledger(a: argparse.Namespace, ckpt: dict, env_id: str, max_steps: int,
     identity = ckpt.get("identity", {})
     # the planner learns nothing in the real env; a C evolved in the dream may still be chosen on real episodes
     select = identity.get("select") or ("dream" if identity.get("dream") else "real")
+    kept_path = a.logdir / "kept.json"  # a C kept across online rounds for its real selection score (agent/keep.py)
+    kept = json.loads(kept_path.read_text()) if kept_path.exists() and not a.random else None
+    if kept is not None:
+        select = "real"
     dream_only = None if a.random else a.planner is not None or select == "dream"
     evaluation = {"where": "dream" if a.dream else "real", "episodes": a.episodes, "first_seed": a.seed,
                   "max_steps": max_steps, "real_z": a.real_z, "action_repeat": logdir_action_repeat(a.logdir)}
+    if kept is not None:
+        evaluation["kept"] = kept
     if a.planner is not None:
         evaluation["planner"] = ckpt["controller"]
     if a.dream:

@@ -315,12 +315,13 @@ def test_rounds_close_the_hole_that_a_dream_controller_exploits(fixed_world, tmp
     (data / "dataset.json").write_text(json.dumps({**meta, "episodes_count": len(meta["episodes"])}))
     runs = {}
     # "alone" first, before the rounds add C's episodes to the data: the same search with no new data
-    for name, rounds, generations in (("alone", "0", "160"), ("exp", "3", "40")):
+    for name, rounds, generations, keep in (("alone", "0", "160", "0"), ("exp", "3", "40", "20")):
         logdir = tmp_path / name
         shutil.copytree(fixed_world / "vae", logdir / "vae")  # V has seen the hazard; M will not
         run_script("rounds.py", "--logdir", str(logdir), "--dataset", str(data), "--rounds", rounds, "--collect", "200",
                    "--noise", "0.2", "--eval-episodes", "100", "--threads", "2", "--m-args", shlex.join(FIXED_M),
-                   "--c-args", f"--dream --pop-size 32 --n-samples 8 --generations {generations} --discrete sample")
+                   "--c-args", f"--dream --pop-size 32 --n-samples 8 --generations {generations} --discrete sample",
+                   "--keep-best", keep)
         runs[name] = [json.loads(line) for line in (logdir / "rounds" / "metrics.jsonl").read_text().splitlines()]
     rows, alone = runs["exp"], runs["alone"][0]
     gaps = [r["dream_mean"] - r["real_mean"] for r in (*rows, alone)]
@@ -332,3 +333,55 @@ def test_rounds_close_the_hole_that_a_dream_controller_exploits(fixed_world, tmp
     assert abs(gaps[-2]) < 0.25 and rows[-1]["real_mean"] > max(rows[0]["real_mean"], alone["real_mean"]) + 0.3, \
         (gaps, [r["real_mean"] for r in (*rows, alone)])
     assert rows[-1]["real_success"] >= 0.85, rows[-1]
+
+    # --keep-best: the kept C is the round judged best, with the M it was trained in, and it
+    # replays its judgement from its own logdir (the same 20 real episodes, the same score)
+    kept = json.loads((tmp_path / "exp" / "kept" / "kept.json").read_text())
+    judged = [r["keep_mean"] for r in rows]
+    assert kept["round"] == judged.index(max(judged)) and kept["mean"] == max(judged)
+    assert [j["round"] for j in kept["judged"]] == [0, 1, 2, 3] and not (tmp_path / "alone" / "kept").exists()
+    c = load_checkpoint(tmp_path / "exp" / "kept" / "agent" / "mdrnn" / "cmaes" / "best.pt")
+    assert c["identity"]["dynamics_id"] == kept["judged"][kept["round"]]["dynamics_id"]
+    ledger = tmp_path / "kept_seed0.json"
+    run_script("test_controller.py", "--logdir", str(tmp_path / "exp" / "kept"), "--seed", str(kept["first_seed"]),
+               "--episodes", "20", "--workers", "2", "--results", str(ledger))
+    record = json.loads(ledger.read_text())
+    assert record["mean"] == pytest.approx(kept["mean"], abs=1e-6)
+    assert record["dream_only"] is False and record["evaluation"]["kept"]["round"] == kept["round"]
+    assert "rounds" in record["commands"] and "--keep-best" in record["commands"]["rounds"][0]
+    judge_frames = sum(j["frames"] for j in kept["judged"])
+    assert rows[-1]["real_frames"] >= judge_frames > 0
+
+
+def stage_files(logdir: Path, tag: str) -> None:
+    """Stand-in V, M and C checkpoints whose bytes say which round wrote them."""
+    for folder in ("vae", "dynamics/mdrnn", "agent/mdrnn/cmaes"):
+        (logdir / folder).mkdir(parents=True, exist_ok=True)
+        (logdir / folder / "best.pt").write_text(f"{folder} {tag}")
+        (logdir / folder / "latest.pt").write_text("not kept")
+    (logdir / "latents").mkdir(exist_ok=True)
+    (logdir / "latents" / "meta.json").write_text("{}")
+
+
+def test_keep_best_keeps_the_best_round_and_survives_a_kill_between_renames(tmp_path) -> None:
+    from agent.keep import keep_if_better, read_kept
+    seeds = [5, 6, 7]
+    for r, score in enumerate((1.0, 3.0, 2.0, 3.0)):  # round 3 ties round 1: the earlier stays
+        stage_files(tmp_path, f"round {r}")
+        judged = {"mean": score, "std": 0.0, "frames": 10, "dynamics_id": f"m{r}", "returns": [score] * 3}
+        record = keep_if_better(tmp_path, "mdrnn", "cmaes", r, seeds, judged)
+    assert record["round"] == 1 and record["mean"] == 3.0 and record["dynamics_id"] == "m1"
+    assert [j["round"] for j in record["judged"]] == [0, 1, 2, 3]
+    kept = tmp_path / "kept"
+    for folder in ("vae", "dynamics/mdrnn", "agent/mdrnn/cmaes"):
+        assert (kept / folder / "best.pt").read_text() == f"{folder} round 1"
+        assert not (kept / folder / "latest.pt").exists()
+    (tmp_path / "kept").rename(tmp_path / "kept.old")  # killed after the old copy moved aside
+    (tmp_path / "kept.new").mkdir()  # ... and with a half-built new one
+    stage_files(tmp_path, "round 4")
+    again = keep_if_better(tmp_path, "mdrnn", "cmaes", 4, seeds, {**judged, "mean": 5.0, "dynamics_id": "m4"})
+    assert again["round"] == 4 and [j["round"] for j in again["judged"]] == [0, 1, 2, 3, 4]
+    assert (kept / "vae" / "best.pt").read_text() == "vae round 4" and read_kept(tmp_path) == again
+    assert not (tmp_path / "kept.old").exists() and not (tmp_path / "kept.new").exists()
+    rerun = keep_if_better(tmp_path, "mdrnn", "cmaes", 4, seeds, {**judged, "mean": 5.0, "dynamics_id": "m4"})
+    assert [j["round"] for j in rerun["judged"]] == [0, 1, 2, 3, 4]  # a repeated round is judged once

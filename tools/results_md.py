@@ -62,7 +62,8 @@ def where(r: dict) -> str:
     if r["dream_only"]:
         return "dream only"
     dreamt = r["controller"] == "ac" or "--dream" in shlex.split(r["commands"].get("controller", [""])[-1])
-    return "dream, real selection" if dreamt else "real env"
+    kept = r["evaluation"].get("kept")  # rounds.py --keep-best: the round whose C won the real selection
+    return ("dream, real selection" if dreamt else "real env") + (f" (round {kept['round']}'s C kept)" if kept else "")
 
 
 def anchor(env: str, records: list[tuple[str, dict]]) -> str:

@@ -1,0 +1,103 @@
+"""The best C across online rounds, kept with the V and M it acts through.
+
+A round's fresh C can score less in the game than an earlier round's (a search that found
+nothing in a harsher M, or one that kept a candidate its dreams overrate), and the rounds
+train the logdir's M and C on. `rounds.py --keep-best N` therefore judges every round's C
+on the same N real selection episodes (seeds below 2^30, so never test_controller.py's) and
+copies the best one so far, with its V and the M it was trained in (C reads M's h, so it
+only works through that M), into <logdir>/kept/: a logdir of its own that test_controller.py
+evaluates, whose kept.json says which round it came from and every round's judgement.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agent.evaluate import TRAIN_SEEDS, AgentSpec, RealEvaluator, episode_seed, load_trained, logdir_action_repeat
+from utils.io import write_json
+
+KEPT = "kept"
+JUDGE = 7  # the purpose in episode_seed's key: apart from the searches' fitness and selection seeds
+STAGE_FILES = ("best.pt", "config.json", "runs.jsonl", "metrics.jsonl")
+
+
+def judge_seeds(seed: int, n: int) -> list[int]:
+    """N consecutive training-range seeds, the same every round so that rounds compare; consecutive
+    so that `test_controller.py --seed <first> --episodes N` replays them."""
+    first = episode_seed(seed, JUDGE) % (TRAIN_SEEDS - n)
+    return list(range(first, first + n))
+
+
+def judge(logdir: Path, dynamics: str, method: str, seeds: list[int], workers: int) -> dict[str, Any]:
+    """The logdir's C (best.pt) on real episodes: their returns and the env steps they took."""
+    _, params, ckpt = load_trained(logdir, dynamics, method, torch.device("cpu"))  # checks C against V and M
+    repeat = logdir_action_repeat(logdir)
+    spec = AgentSpec(str(logdir), dynamics, ckpt["env"], ckpt["controller"], action_repeat=repeat)
+    evaluator = RealEvaluator(spec, workers, timeout=None)
+    try:
+        returns, episodes = evaluator(np.repeat(params.numpy()[None], len(seeds), 0), seeds)
+    finally:
+        evaluator.close()
+    return {"mean": float(returns.mean()), "std": float(returns.std()), "returns": returns.tolist(),
+            "frames": sum(e.steps for e in episodes) * repeat, "dynamics_id": ckpt["dynamics_id"]}
+
+
+def read_kept(logdir: Path) -> dict[str, Any] | None:
+    path = logdir / KEPT / "kept.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _stage_folders(dynamics: str, method: str) -> list[str]:
+    return ["vae", f"dynamics/{dynamics}", f"agent/{dynamics}/{method}"]
+
+
+def keep_if_better(logdir: Path, dynamics: str, method: str, round_: int, seeds: list[int],
+                   judged: dict[str, Any]) -> dict[str, Any]:
+    """Record round_'s judgement; copy its V, M and C into <logdir>/kept/ if it beats the kept
+    one (a tie keeps the earlier). Safe to repeat after a kill at any point: the copy is built
+    aside and swapped in by renames. Returns kept.json."""
+    kept_dir, new_dir, old_dir = logdir / KEPT, logdir / f"{KEPT}.new", logdir / f"{KEPT}.old"
+    if not kept_dir.exists() and old_dir.exists():  # killed between the two renames below
+        old_dir.rename(kept_dir)
+    shutil.rmtree(new_dir, ignore_errors=True)
+    shutil.rmtree(old_dir, ignore_errors=True)
+    record = read_kept(logdir) or {"round": None, "mean": None}
+    history = [h for h in record.get("judged", []) if h["round"] != round_]
+    history.append({"round": round_, **{k: judged[k] for k in ("mean", "std", "frames", "dynamics_id")},
+                    "returns": judged["returns"]})
+    record = {**record, "episodes": len(seeds), "first_seed": seeds[0], "judged": history}
+    better = record["mean"] is None or judged["mean"] > record["mean"]
+    if not better:
+        write_json(kept_dir / "kept.json", record)
+        return record
+    for folder in _stage_folders(dynamics, method):
+        (new_dir / folder).mkdir(parents=True)
+        for name in STAGE_FILES:
+            if (logdir / folder / name).exists():
+                shutil.copy2(logdir / folder / name, new_dir / folder / name)
+    (new_dir / "latents").mkdir()
+    shutil.copy2(logdir / "latents" / "meta.json", new_dir / "latents" / "meta.json")  # where M's data lies
+    if (logdir / "split.json").exists():
+        shutil.copy2(logdir / "split.json", new_dir / "split.json")
+    record.update(round=round_, mean=judged["mean"], std=judged["std"], dynamics_id=judged["dynamics_id"])
+    write_json(new_dir / "kept.json", record)
+    if kept_dir.exists():
+        kept_dir.rename(old_dir)
+    new_dir.rename(kept_dir)
+    shutil.rmtree(old_dir, ignore_errors=True)
+    return record
+
+
+def copy_rounds_record(logdir: Path) -> None:
+    """The rounds' config and commands into the kept logdir, so its ledger file names them."""
+    if (logdir / KEPT).is_dir():
+        (logdir / KEPT / "rounds").mkdir(exist_ok=True)
+        for name in ("config.json", "runs.jsonl"):
+            if (logdir / "rounds" / name).exists():
+                shutil.copy2(logdir / "rounds" / name, logdir / KEPT / "rounds" / name)
