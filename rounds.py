@@ -21,10 +21,10 @@ scripts again, each one continuing rather than restarting:
   6. test_controller.py: the real score over --eval-episodes held-out episodes and C's score
      in M's dream; their gap is the sign of a hole in the dream.
 With --method plan, PlaNet's loop: the planner (its --plan-* flags) collects and is
-evaluated in the real env, and there is no C to train (step 4) or to dream with.
+evaluated in the real env, and there is no C to train (step 4), keep (5) or dream with.
 Each round appends one line to <logdir>/rounds/metrics.jsonl, TensorBoard scalars to
 <logdir>/tb/rounds and redraws <logdir>/rounds/rounds.png; seconds_<step> splits a round's
-wall time into collection, encoding with the latent error, M, C and evaluation. Rerunning
+wall time into collection, encoding with the latent error, M, C, keeping and evaluation. Rerunning
 the command after a kill resumes at the step it stopped in (each script resumes itself);
 more --rounds adds rounds.
 """
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from agent.keep import copy_rounds_record, judge, judge_seeds, keep_if_better, read_kept
+from agent.keep import KEPT, copy_rounds_record, judge, judge_seeds, keep_if_better, read_kept
 from agent.plan_flags import METHODS, planner_arguments, planner_flags, planner_settings
 from data.dataset import open_dataset, read_meta, relative_names
 from data.latents import latent_cache
@@ -188,7 +188,7 @@ def main() -> None:
     copy_rounds_record(a.logdir)
 
 
-def keep(a: argparse.Namespace, round_: int) -> dict[str, float]:
+def keep(a: argparse.Namespace, round_: int) -> dict[str, float | int]:
     """Judge the round's C on the real selection episodes; keep it in <logdir>/kept/ if best so far."""
     seeds = judge_seeds(a.seed, a.keep_best)
     judged = judge(a.logdir, a.dynamics, a.method, seeds, a.threads)
@@ -234,7 +234,7 @@ def real_frames(a: argparse.Namespace) -> int:
     frames = sum(m.get("frames", 0) * m.get("action_repeat", 1) for m in metas)  # agent steps times the repeat
     if a.method == "plan":
         return frames
-    kept = read_kept(a.logdir) or {}
+    kept = read_kept(a.logdir / KEPT) or {}
     frames += sum(j["frames"] for j in kept.get("judged", []))  # --keep-best's real selection episodes
     metrics = a.logdir / "agent" / a.dynamics / a.method / "metrics.jsonl"
     config = json.loads((metrics.parent / "config.json").read_text())

@@ -19,7 +19,6 @@ ledger file: every episode, and every stage's seed, commands and wall time (util
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -40,6 +39,7 @@ from agent.evaluate import (
     logdir_action_repeat,
     logdir_env,
 )
+from agent.keep import read_kept
 from agent.media import Window, write_video
 from agent.plan_flags import METHODS, planner_arguments, planner_settings
 from data.envs import make_env, time_limit
@@ -202,8 +202,9 @@ def write_ledger(a: argparse.Namespace, ckpt: dict, env_id: str, max_steps: int,
     identity = ckpt.get("identity", {})
     # the planner learns nothing in the real env; a C evolved in the dream may still be chosen on real episodes
     select = identity.get("select") or ("dream" if identity.get("dream") else "real")
-    kept_path = a.logdir / "kept.json"  # a C kept across online rounds for its real selection score (agent/keep.py)
-    kept = json.loads(kept_path.read_text()) if kept_path.exists() and not a.random else None
+    kept = read_kept(a.logdir)  # a C kept across online rounds for its real selection score, if this is it
+    if kept is not None and kept["c_id"] != ckpt.get("id"):
+        kept = None  # C was trained again in the kept logdir
     if kept is not None:
         select = "real"
     dream_only = None if a.random else a.planner is not None or select == "dream"

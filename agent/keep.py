@@ -7,11 +7,13 @@ on the same N real selection episodes (seeds below 2^30, so never test_controlle
 copies the best one so far, with its V and the M it was trained in (C reads M's h, so it
 only works through that M), into <logdir>/kept/: a logdir of its own that test_controller.py
 evaluates, whose kept.json says which round it came from and every round's judgement.
+kept/ is replaced whole whenever a later round's C does better.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ import numpy as np
 import torch
 
 from agent.evaluate import TRAIN_SEEDS, AgentSpec, RealEvaluator, episode_seed, load_trained, logdir_action_repeat
+from data.envs import make_env, time_limit
+from utils.cli import UserError
 from utils.io import write_json
 
 KEPT = "kept"
@@ -35,26 +39,37 @@ def judge_seeds(seed: int, n: int) -> list[int]:
 
 
 def judge(logdir: Path, dynamics: str, method: str, seeds: list[int], workers: int) -> dict[str, Any]:
-    """The logdir's C (best.pt) on real episodes: their returns and the env steps they took."""
+    """The logdir's C (best.pt) on real episodes, capped as test_controller.py caps them: their
+    returns, the env steps they took, and the ids of C and of the M it acts through."""
     _, params, ckpt = load_trained(logdir, dynamics, method, torch.device("cpu"))  # checks C against V and M
     repeat = logdir_action_repeat(logdir)
+    env = make_env(ckpt["env"], repeat)
+    max_steps = time_limit(env)
+    env.close()
     spec = AgentSpec(str(logdir), dynamics, ckpt["env"], ckpt["controller"], action_repeat=repeat)
-    evaluator = RealEvaluator(spec, workers, timeout=None)
+    evaluator = RealEvaluator(spec, workers, timeout=None, max_steps=max_steps)
     try:
         returns, episodes = evaluator(np.repeat(params.numpy()[None], len(seeds), 0), seeds)
     finally:
         evaluator.close()
     return {"mean": float(returns.mean()), "std": float(returns.std()), "returns": returns.tolist(),
-            "frames": sum(e.steps for e in episodes) * repeat, "dynamics_id": ckpt["dynamics_id"]}
+            "frames": sum(e.steps for e in episodes) * repeat, "c_id": ckpt["id"],
+            "dynamics_id": ckpt["dynamics_id"], "workers": workers, "max_steps": max_steps}
 
 
 def read_kept(logdir: Path) -> dict[str, Any] | None:
-    path = logdir / KEPT / "kept.json"
+    """kept.json of a kept logdir (None if `logdir` is not one)."""
+    path = logdir / "kept.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _stage_folders(dynamics: str, method: str) -> list[str]:
-    return ["vae", f"dynamics/{dynamics}", f"agent/{dynamics}/{method}"]
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link where the file system allows: the latent cache is large, and its writers
+    replace files rather than change them, so the link stays a snapshot."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def keep_if_better(logdir: Path, dynamics: str, method: str, round_: int, seeds: list[int],
@@ -67,25 +82,31 @@ def keep_if_better(logdir: Path, dynamics: str, method: str, round_: int, seeds:
         old_dir.rename(kept_dir)
     shutil.rmtree(new_dir, ignore_errors=True)
     shutil.rmtree(old_dir, ignore_errors=True)
-    record = read_kept(logdir) or {"round": None, "mean": None}
+    record = read_kept(kept_dir) or {"round": None, "mean": None, "episodes": len(seeds), "first_seed": seeds[0]}
+    if (record["episodes"], record["first_seed"]) != (len(seeds), seeds[0]):
+        raise UserError(f"{kept_dir} was judged on {record['episodes']} episodes from seed {record['first_seed']}, "
+                        f"this round on {len(seeds)} from {seeds[0]}: keep --keep-best and --seed as they were, "
+                        f"or remove {kept_dir}")
     history = [h for h in record.get("judged", []) if h["round"] != round_]
-    history.append({"round": round_, **{k: judged[k] for k in ("mean", "std", "frames", "dynamics_id")},
+    history.append({"round": round_, **{k: judged[k] for k in ("mean", "std", "frames", "c_id", "dynamics_id")},
                     "returns": judged["returns"]})
-    record = {**record, "episodes": len(seeds), "first_seed": seeds[0], "judged": history}
-    better = record["mean"] is None or judged["mean"] > record["mean"]
-    if not better:
+    record["judged"] = history
+    if record["mean"] is not None and judged["mean"] <= record["mean"]:  # a tie keeps the earlier C
         write_json(kept_dir / "kept.json", record)
         return record
-    for folder in _stage_folders(dynamics, method):
+    for folder in ("vae", f"dynamics/{dynamics}", f"agent/{dynamics}/{method}", "rounds"):
         (new_dir / folder).mkdir(parents=True)
         for name in STAGE_FILES:
             if (logdir / folder / name).exists():
                 shutil.copy2(logdir / folder / name, new_dir / folder / name)
     (new_dir / "latents").mkdir()
-    shutil.copy2(logdir / "latents" / "meta.json", new_dir / "latents" / "meta.json")  # where M's data lies
+    for src in (logdir / "latents").iterdir():  # M's data, so that the kept C can also dream
+        if src.is_file():
+            _link_or_copy(src, new_dir / "latents" / src.name)
     if (logdir / "split.json").exists():
         shutil.copy2(logdir / "split.json", new_dir / "split.json")
-    record.update(round=round_, mean=judged["mean"], std=judged["std"], dynamics_id=judged["dynamics_id"])
+    record.update(round=round_, **{k: judged[k] for k in ("mean", "std", "c_id", "dynamics_id", "workers",
+                                                          "max_steps")})
     write_json(new_dir / "kept.json", record)
     if kept_dir.exists():
         kept_dir.rename(old_dir)

@@ -4,9 +4,9 @@
 
 Reads <logdir>/rounds/metrics.jsonl, where rounds.py records the wall seconds of each step:
 collection (C playing into the dataset), encoding (V on the new episodes, with M's latent
-error on them), M, C and evaluation. Prints one line per round and the shares over all
-rounds after round 0, which is unlike the others (it trains M and C from nothing, or finds
-them trained).
+error on them), M, C, --keep-best's selection episodes and evaluation. Prints one line per
+round and the shares over all rounds after round 0, which is unlike the others (it trains M
+and C from nothing, or finds them trained).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
-STEPS = {"collect": "collection", "error": "encoding", "dynamics": "M", "controller": "C", "evaluate": "evaluation"}
+STEPS = {"collect": "collection", "error": "encoding", "dynamics": "M", "controller": "C", "keep": "keep-best",
+         "evaluate": "evaluation"}
 
 
 def main() -> None:

@@ -23,12 +23,14 @@ from torch import nn
 
 from agent.cmaes import SearchSettings, run_search
 from agent.episodes import Episode
+from agent.keep import keep_if_better, read_kept
 from data.dataset import open_dataset, rollout_path
 from data.latents import latent_cache
 from data.rollouts import load_rollout, save_rollout
 from rounds import Rounds
 from tests.conftest import FIXED_M, ROOT, run_script
 from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.cli import UserError
 from utils.logdir import StageDir
 from utils.training import Trainer, TrainSettings
 
@@ -351,6 +353,7 @@ def test_rounds_close_the_hole_that_a_dream_controller_exploits(fixed_world, tmp
     assert "rounds" in record["commands"] and "--keep-best" in record["commands"]["rounds"][0]
     judge_frames = sum(j["frames"] for j in kept["judged"])
     assert rows[-1]["real_frames"] >= judge_frames > 0
+    run_script("test_controller.py", "--logdir", str(tmp_path / "exp" / "kept"), "--dream", "--episodes", "5")
 
 
 def stage_files(logdir: Path, tag: str) -> None:
@@ -364,13 +367,13 @@ def stage_files(logdir: Path, tag: str) -> None:
 
 
 def test_keep_best_keeps_the_best_round_and_survives_a_kill_between_renames(tmp_path) -> None:
-    from agent.keep import keep_if_better, read_kept
     seeds = [5, 6, 7]
     for r, score in enumerate((1.0, 3.0, 2.0, 3.0)):  # round 3 ties round 1: the earlier stays
         stage_files(tmp_path, f"round {r}")
-        judged = {"mean": score, "std": 0.0, "frames": 10, "dynamics_id": f"m{r}", "returns": [score] * 3}
+        judged = {"mean": score, "std": 0.0, "frames": 10, "c_id": f"c{r}", "dynamics_id": f"m{r}",
+                  "returns": [score] * 3, "workers": 2, "max_steps": 100}
         record = keep_if_better(tmp_path, "mdrnn", "cmaes", r, seeds, judged)
-    assert record["round"] == 1 and record["mean"] == 3.0 and record["dynamics_id"] == "m1"
+    assert record["round"] == 1 and record["mean"] == 3.0 and (record["c_id"], record["dynamics_id"]) == ("c1", "m1")
     assert [j["round"] for j in record["judged"]] == [0, 1, 2, 3]
     kept = tmp_path / "kept"
     for folder in ("vae", "dynamics/mdrnn", "agent/mdrnn/cmaes"):
@@ -379,9 +382,11 @@ def test_keep_best_keeps_the_best_round_and_survives_a_kill_between_renames(tmp_
     (tmp_path / "kept").rename(tmp_path / "kept.old")  # killed after the old copy moved aside
     (tmp_path / "kept.new").mkdir()  # ... and with a half-built new one
     stage_files(tmp_path, "round 4")
-    again = keep_if_better(tmp_path, "mdrnn", "cmaes", 4, seeds, {**judged, "mean": 5.0, "dynamics_id": "m4"})
+    again = keep_if_better(tmp_path, "mdrnn", "cmaes", 4, seeds, {**judged, "mean": 5.0, "c_id": "c4"})
     assert again["round"] == 4 and [j["round"] for j in again["judged"]] == [0, 1, 2, 3, 4]
-    assert (kept / "vae" / "best.pt").read_text() == "vae round 4" and read_kept(tmp_path) == again
+    assert (kept / "vae" / "best.pt").read_text() == "vae round 4" and read_kept(kept) == again
     assert not (tmp_path / "kept.old").exists() and not (tmp_path / "kept.new").exists()
-    rerun = keep_if_better(tmp_path, "mdrnn", "cmaes", 4, seeds, {**judged, "mean": 5.0, "dynamics_id": "m4"})
+    rerun = keep_if_better(tmp_path, "mdrnn", "cmaes", 4, seeds, {**judged, "mean": 5.0, "c_id": "c4"})
     assert [j["round"] for j in rerun["judged"]] == [0, 1, 2, 3, 4]  # a repeated round is judged once
+    with pytest.raises(UserError, match="--keep-best"):  # other episodes: scores would not compare
+        keep_if_better(tmp_path, "mdrnn", "cmaes", 5, [6, 7, 8], judged)
