@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_script
+from utils.ledger import stages
 
 SMALL = ["--pop-size", "8", "--n-samples", "2", "--eval-every", "1", "--eval-episodes", "8", "--device", "cpu",
          "--dream", "--generations", "1"]
@@ -53,3 +54,19 @@ def test_random_policy_ledger_and_an_unwritable_results_path(logdir, tmp_path) -
                       str(blocker / "x.json"), check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a writable folder" in proc.stderr
     assert "episodes" not in proc.stdout  # refused before any work
+
+
+def test_the_data_stage_names_only_the_folders_m_learned_from(tmp_path) -> None:
+    """A C kept from round 1 never saw round 2's episodes: its ledger lists the random data
+    and round 1's collection, which its M's latent cache holds, and not round 2's."""
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    for i, folder in enumerate((data, data / "exp_round01", data / "exp_round02")):
+        folder.mkdir(parents=True)
+        run = {"command": f"python generation_script.py --seed {i}", "seconds": 1.0, "finished": f"2026-01-0{i + 1}"}
+        (folder / "runs.jsonl").write_text(json.dumps(run) + "\n")
+    (exp / "latents").mkdir(parents=True)
+    files = [["rollout_000000.npz", 10, 1], ["exp_round01/rollout_000000.npz", 10, 1]]
+    (exp / "latents" / "meta.json").write_text(json.dumps({"files": files}))
+    kept = stages(exp, data, "mdrnn", None)["data"]["commands"]
+    assert kept == ["python generation_script.py --seed 0", "python generation_script.py --seed 1"]
+    assert len(stages(exp, data, None, None)["data"]["commands"]) == 3  # the random policy: no M, the whole dataset

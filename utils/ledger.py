@@ -46,17 +46,29 @@ def _summary(runs: list[dict[str, Any]], seed: Any) -> dict[str, Any]:
             "seconds": round(sum(r["seconds"] for r in runs), 2)}
 
 
-def dataset_stage(root: Path) -> dict[str, Any]:
-    """The dataset and its controller-collected subfolders: every generation command, in order."""
+def dataset_stage(root: Path, folders: set[str] | None = None) -> dict[str, Any]:
+    """The dataset and its controller-collected subfolders (those in `folders`, relative to
+    root, if given): every generation command, in order."""
     meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").exists() else {}
-    runs = sorted((r for folder in [root, *sorted(p.parent for p in root.rglob("*/runs.jsonl"))]
-                   for r in read_runs(folder)), key=lambda r: r["finished"])
+    subs = sorted(p.parent for p in root.rglob("*/runs.jsonl"))
+    if folders is not None:
+        subs = [sub for sub in subs if sub.relative_to(root).as_posix() in folders]
+    runs = sorted((r for folder in [root, *subs] for r in read_runs(folder)), key=lambda r: r["finished"])
     return _summary(runs, meta.get("seed"))
+
+
+def cached_folders(logdir: Path) -> set[str] | None:
+    """The dataset's folders whose episodes M learned from (its latent cache lists them): a
+    C kept from an earlier round never saw the later rounds' data."""
+    meta = logdir / "latents" / "meta.json"
+    if not meta.exists():
+        return None
+    return {Path(f[0]).parent.as_posix() for f in json.loads(meta.read_text())["files"]}
 
 
 def stages(logdir: Path, dataset: Path, dynamics: str | None, method: str | None) -> dict[str, dict[str, Any]]:
     """Seed, commands and seconds of every stage behind the evaluated C (None: no M or C)."""
-    out = {"data": dataset_stage(dataset)}
+    out = {"data": dataset_stage(dataset, cached_folders(logdir) if dynamics else None)}
     folders = {"vae": logdir / "vae"} if dynamics else {}
     if dynamics:
         folders["dynamics"] = logdir / "dynamics" / dynamics
