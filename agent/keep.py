@@ -63,6 +63,14 @@ def read_kept(logdir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _copy_stage(src: Path, dst: Path) -> None:
+    """A stage folder's best.pt and records; not latest.pt: the kept logdir is for evaluation."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in STAGE_FILES:
+        if (src / name).exists():
+            shutil.copy2(src / name, dst / name)
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     """A hard link where the file system allows: the latent cache is large, and its writers
     replace files rather than change them, so the link stays a snapshot."""
@@ -95,10 +103,7 @@ def keep_if_better(logdir: Path, dynamics: str, method: str, round_: int, seeds:
         write_json(kept_dir / "kept.json", record)
         return record
     for folder in ("vae", f"dynamics/{dynamics}", f"agent/{dynamics}/{method}", "rounds"):
-        (new_dir / folder).mkdir(parents=True)
-        for name in STAGE_FILES:
-            if (logdir / folder / name).exists():
-                shutil.copy2(logdir / folder / name, new_dir / folder / name)
+        _copy_stage(logdir / folder, new_dir / folder)
     (new_dir / "latents").mkdir()
     for src in (logdir / "latents").iterdir():  # M's data, so that the kept C can also dream
         if src.is_file():
@@ -118,7 +123,4 @@ def keep_if_better(logdir: Path, dynamics: str, method: str, round_: int, seeds:
 def copy_rounds_record(logdir: Path) -> None:
     """The rounds' config and commands into the kept logdir, so its ledger file names them."""
     if (logdir / KEPT).is_dir():
-        (logdir / KEPT / "rounds").mkdir(exist_ok=True)
-        for name in ("config.json", "runs.jsonl"):
-            if (logdir / "rounds" / name).exists():
-                shutil.copy2(logdir / "rounds" / name, logdir / KEPT / "rounds" / name)
+        _copy_stage(logdir / "rounds", logdir / KEPT / "rounds")
