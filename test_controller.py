@@ -203,8 +203,7 @@ def write_ledger(a: argparse.Namespace, ckpt: dict, env_id: str, max_steps: int,
     # the planner learns nothing in the real env; a C evolved in the dream may still be chosen on real episodes
     select = identity.get("select") or ("dream" if identity.get("dream") else "real")
     kept = read_kept(a.logdir)  # a C kept across online rounds for its real selection score, if this is it
-    if kept is not None and kept.get("c_id") != ckpt.get("id"):
-        kept = None  # C was trained again in the kept logdir
+    kept = kept if kept is not None and kept.get("c_id") == ckpt.get("id") else None  # not a C trained again there
     if kept is not None:
         select = "real"
     dream_only = None if a.random else a.planner is not None or select == "dream"
