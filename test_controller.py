@@ -39,7 +39,7 @@ from agent.evaluate import (
     logdir_action_repeat,
     logdir_env,
 )
-from agent.keep import read_kept
+from agent.keep import read_kept, seconds_through
 from agent.media import Window, write_video
 from agent.plan_flags import METHODS, planner_arguments, planner_settings
 from data.envs import make_env, time_limit
@@ -217,6 +217,9 @@ def write_ledger(a: argparse.Namespace, ckpt: dict, env_id: str, max_steps: int,
         evaluation["temperature"] = a.temperature or identity.get("temperature") or 1.0
     info = stages(a.logdir, cached_dataset(a.logdir), None if a.random else a.dynamics,
                   None if a.random or a.planner is not None else a.method)
+    if kept is not None and "rounds" in info:  # the rounds' time up to the kept C's round, not the whole run's
+        seconds = seconds_through(a.logdir, kept["round"])
+        info["rounds"]["seconds"] = info["rounds"]["seconds"] if seconds is None else seconds
     write_record(a.results, env=env_id, dynamics=None if a.random else a.dynamics,
                  controller="random" if a.random else a.method, dream_only=dream_only, evaluation=evaluation,
                  episodes=rows, summary=s, stage_info=info, eval_seconds=seconds, device=device)

@@ -120,6 +120,17 @@ def keep_if_better(logdir: Path, dynamics: str, method: str, round_: int, seeds:
     return record
 
 
+def seconds_through(kept_dir: Path, round_: int) -> float | None:
+    """Wall seconds of rounds 0..round_ from the rounds' metrics copied into the kept logdir:
+    what the kept C cost, where the rounds' runs.jsonl counts every round. None while the
+    kept round has no metrics line yet (a run killed before its evaluation)."""
+    path = kept_dir / "rounds" / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    if round_ not in {r["step"] for r in rows}:
+        return None
+    return round(sum(r["seconds"] for r in rows if r["step"] <= round_), 2)
+
+
 def copy_rounds_record(logdir: Path) -> None:
     """The rounds' config and commands into the kept logdir, so its ledger file names them."""
     if (logdir / KEPT).is_dir():

@@ -23,7 +23,7 @@ from torch import nn
 
 from agent.cmaes import SearchSettings, run_search
 from agent.episodes import Episode
-from agent.keep import keep_if_better, read_kept
+from agent.keep import keep_if_better, read_kept, seconds_through
 from data.dataset import open_dataset, rollout_path
 from data.latents import latent_cache
 from data.rollouts import load_rollout, save_rollout
@@ -351,6 +351,7 @@ def test_rounds_close_the_hole_that_a_dream_controller_exploits(fixed_world, tmp
     assert record["mean"] == pytest.approx(kept["mean"], abs=1e-6)
     assert record["dream_only"] is False and record["evaluation"]["kept"]["round"] == kept["round"]
     assert "rounds" in record["commands"] and "--keep-best" in record["commands"]["rounds"][0]
+    assert record["seconds"]["rounds"] == pytest.approx(sum(r["seconds"] for r in rows[: kept["round"] + 1]), abs=0.01)
     judge_frames = sum(j["frames"] for j in kept["judged"])
     assert rows[-1]["real_frames"] >= judge_frames > 0
     run_script("test_controller.py", "--logdir", str(tmp_path / "exp" / "kept"), "--dream", "--episodes", "5")
@@ -390,3 +391,14 @@ def test_keep_best_keeps_the_best_round_and_survives_a_kill_between_renames(tmp_
     assert [j["round"] for j in rerun["judged"]] == [0, 1, 2, 3, 4]  # a repeated round is judged once
     with pytest.raises(UserError, match="--keep-best"):  # other episodes: scores would not compare
         keep_if_better(tmp_path, "mdrnn", "cmaes", 5, [6, 7, 8], judged)
+
+
+def test_a_kept_c_costs_the_rounds_up_to_its_own(tmp_path) -> None:
+    """The kept C's ledger counts the rounds' seconds through its round, and none while that
+    round has not logged its metrics."""
+    (tmp_path / "rounds").mkdir()
+    (tmp_path / "rounds" / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": r, "seconds": s}) + "\n" for r, s in enumerate((100.0, 20.5, 7.0))))
+    assert seconds_through(tmp_path, 0) == 100.0
+    assert seconds_through(tmp_path, 1) == 120.5
+    assert seconds_through(tmp_path, 3) is None
