@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 
 from agent.ac import LoopSettings, StartStates, run_actor_critic
 from agent.cmaes import SearchSettings, run_search
@@ -43,6 +44,7 @@ from agent.evaluate import (
     logdir_env,
 )
 from agent.imagination import ImaginationLearner, ImaginationSettings
+from agent.keep import KEPT
 from agent.media import save_policy_dreams
 from data.dataset import episode_split, open_dataset
 from data.envs import make_env, time_limit
@@ -50,7 +52,7 @@ from data.latents import cached_dataset, latent_cache
 from data.sequences import SequenceBatches
 from models.actor_critic import Actor, ActorConfig, ActorController, Critic
 from models.controller import ControllerConfig, LinearController
-from utils.checkpoint import seed_everything
+from utils.checkpoint import load_checkpoint, seed_everything
 from utils.cli import UserError, run_main
 from utils.distributed import check_batch, finish, init_world, main_first, world
 from utils.logdir import controller_stage
@@ -94,9 +96,13 @@ def parse_args() -> argparse.Namespace:
     es.add_argument("--sigma", type=float, default=0.1, help="CMA-ES initial step size")
     es.add_argument("--round-sigma", type=float,
                     help="step size when M has changed (an online round) and the search restarts (default: --sigma)")
-    es.add_argument("--round-from", choices=["best", "fresh"], default="best",
-                    help="where the search restarts when M has changed: around C's best, or at C's initial "
-                         "zeros (a C that learned the old dream's hole sits where a small step cannot leave)")
+    es.add_argument("--round-from", choices=["best", "fresh", "kept"], default="best",
+                    help="where the search restarts when M has changed: around C's best; at C's initial point "
+                         "(zeros, or --init; a C that learned the old dream's hole sits where a small step "
+                         "cannot leave); or at the C rounds.py --keep-best kept, the best in real episodes so far "
+                         "(<logdir>/kept/, read through the new M; C's initial point until there is one)")
+    es.add_argument("--init", type=Path, metavar="BEST_PT",
+                    help="C's initial point: the parameters of this C (a best.pt of a C of the same shape), not zeros")
     es.add_argument("--generations", type=int, default=100,
                     help="generations to run (after M changed in an online round: this many more)")
     es.add_argument("--restarts", type=int, default=1,
@@ -145,6 +151,10 @@ def parse_args() -> argparse.Namespace:
         p.error("need 0 < --gamma <= 1, 0 <= --lam <= 1, 0 < --target-mix <= 1 and positive learning rates")
     if a.ray and a.max_workers < 1:
         p.error("--ray needs --max-workers >= 1")
+    if a.init and not a.init.is_file():
+        p.error(f"--init {a.init}: no such file (a C's best.pt)")
+    if a.method == "ac" and (a.init or a.round_from == "kept"):
+        p.error("--init and --round-from kept start CMA-ES's searches; the actor-critic continues its own networks")
     if a.method == "ac" and a.dream:
         p.error("--dream is CMA-ES's; the actor-critic always learns in the dream (see --select)")
     if a.method == "cmaes" and not a.dream and a.select == "dream":
@@ -195,11 +205,14 @@ def evaluator_for(a, agent: Agent, ids: dict, env_id: str, controller: dict, in_
 def train_cmaes(a, stage, vae, m, ids, env_id, space, max_steps, survival, common, device) -> None:
     cfg = ControllerConfig.for_space(m.feature_size, space, sample=a.discrete == "sample")
     agent = Agent(vae, m, LinearController(cfg), device)
+    x0 = initial_point(a, cfg)
     settings = SearchSettings(a.pop_size, a.n_samples, a.sigma, a.generations, a.target_return, a.eval_every,
-                              a.eval_episodes, a.seed, a.round_sigma, a.round_from, a.restarts)
+                              a.eval_episodes, a.seed, a.round_sigma, "best" if a.round_from == "best" else "fresh",
+                              a.restarts, x0)
     identity = {**common, "controller": cfg.to_dict(), "dream": a.dream,
                 "temperature": a.temperature if a.dream else None, "survival": survival if a.dream else None,
                 "pop_size": a.pop_size, "n_samples": a.n_samples, "sigma": a.sigma,
+                "init": str(a.init) if a.init else None,
                 # None where selection is in the world C evolves in: searches saved before --select resume
                 "select": None if (a.select == "dream") == a.dream else a.select}
     evaluator, where = evaluator_for(a, agent, ids, env_id, cfg.to_dict(), a.dream, a.temperature, max_steps,
@@ -218,6 +231,23 @@ def train_cmaes(a, stage, vae, m, ids, env_id, space, max_steps, survival, commo
     print(f"{state.generation} generations, {state.frames:,} {'dream ' if a.dream else ''}steps, "
           f"{state.seconds:.0f} s; best selection score {state.best_score:.4g}: {stage.best}\n"
           f"evaluate it in the real env: python test_controller.py --logdir {a.logdir} --dynamics {a.dynamics}")
+
+
+def initial_point(a: argparse.Namespace, cfg: ControllerConfig) -> np.ndarray | None:
+    """Where searches start that do not start at C's best: the kept C's parameters (--round-from
+    kept, once rounds.py --keep-best has kept one), --init's, or None for zeros."""
+    kept = a.logdir / KEPT / "agent" / a.dynamics / "cmaes" / "best.pt"
+    path = kept if a.round_from == "kept" and kept.exists() else a.init
+    if a.round_from == "kept":
+        print(f"a search in a new M starts at the kept C, {kept}" if path == kept else
+              "no kept C yet (rounds.py --keep-best keeps one): a search in a new M starts at C's initial point")
+    if path is None:
+        return None
+    ckpt = load_checkpoint(path)
+    if ckpt.get("controller") != cfg.to_dict():
+        raise UserError(f"{path} holds a C of another shape than this one ({cfg.n_params} parameters on "
+                        f"{cfg.to_dict()}): its parameters cannot start this search")
+    return ckpt["params"].double().numpy()
 
 
 def train_ac(a, stage, vae, m, ids, env_id, space: gym.Space, max_steps, survival, common, device) -> None:

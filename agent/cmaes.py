@@ -40,8 +40,9 @@ class SearchSettings:
     eval_episodes: int = 64
     seed: int = 0
     round_sigma: float | None = None  # step size when a new round restarts the search (None: sigma)
-    round_from: str = "best"  # a new round's search starts around C's best, or "fresh" at zeros
+    round_from: str = "best"  # a new round's search starts around C's best, or "fresh" at x0
     restarts: int = 1  # independent searches per M, each of `generations`
+    x0: np.ndarray | None = None  # where searches start that do not start at C's best (None: zeros)
 
 
 @dataclass
@@ -72,8 +73,8 @@ class SearchState:
                    ckpt["seconds"], ckpt.get("round", 0), ckpt.get("round_start", 0))
 
     def start_round(self, best: np.ndarray, s: SearchSettings) -> None:
-        """A new M: search again around C's best so far (or, round_from "fresh", from C's initial
-        zeros: in Doom a C that held one button in the old dream's hole stayed near it), with the
+        """A new M: search again around C's best so far (or, round_from "fresh", from the initial
+        point x0, zeros unless set: in Doom a C that held one button in the old dream's hole stayed near it), with the
         round's own step size, for s.generations more; best.pt is judged afresh, since scores in
         the old M do not carry over."""
         self.round += 1
@@ -85,17 +86,17 @@ class SearchState:
         at another seed; best_score stays, so best.pt is the best over all searches."""
         k = (self.generation - self.round_start) // s.generations
         seed = episode_seed(s.seed, 3, self.round, k) + 1
-        self.es = round_strategy(best, s, seed) if self.round else new_strategy(len(best), s.sigma, s.pop_size, seed)
+        self.es = round_strategy(best, s, seed) if self.round else new_strategy(len(best), s.sigma, s.pop_size, seed,
+                                                                                s.x0)
 
 
 def round_strategy(best: np.ndarray, s: SearchSettings, seed: int) -> Any:
-    """A search in a changed M: around C's best, or at C's initial zeros (round_from "fresh")."""
-    x0 = best if s.round_from == "best" else None  # None: new_strategy's own initial point
-    return new_strategy(len(best), s.round_sigma or s.sigma, s.pop_size, seed, x0)
+    """A search in a changed M: around C's best, or at the initial point (round_from "fresh")."""
+    return new_strategy(len(best), s.round_sigma or s.sigma, s.pop_size, seed, best if s.round_from == "best" else s.x0)
 
 
 def new_search(n_params: int, s: SearchSettings) -> SearchState:
-    return SearchState(new_strategy(n_params, s.sigma, s.pop_size, episode_seed(s.seed, 2) + 1))
+    return SearchState(new_strategy(n_params, s.sigma, s.pop_size, episode_seed(s.seed, 2) + 1, s.x0))
 
 
 def selection_seeds(s: SearchSettings) -> list[int]:

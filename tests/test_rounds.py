@@ -27,9 +27,11 @@ from agent.keep import keep_if_better, read_kept, seconds_through
 from data.dataset import open_dataset, rollout_path
 from data.latents import latent_cache
 from data.rollouts import load_rollout, save_rollout
+from models.controller import ControllerConfig
 from rounds import Rounds
 from tests.conftest import FIXED_M, ROOT, run_script
-from utils.checkpoint import CheckpointError, load_checkpoint
+from trainagent import initial_point
+from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.cli import UserError
 from utils.logdir import StageDir
 from utils.training import Trainer, TrainSettings
@@ -146,6 +148,38 @@ def test_a_fresh_round_searches_from_zeros_not_from_the_best(tmp_path) -> None:
     rows = [json.loads(ln) for ln in stage.metrics.read_text().splitlines()]
     assert rows[15]["fitness_best"] < -3  # near zeros (-4), not near the best found before
     assert np.abs(second.es.mean - 1).max() < np.abs(np.zeros(4) - 1).max()  # and it still learns
+
+
+def test_searches_start_at_the_initial_point_given(tmp_path) -> None:
+    """x0 starts round 0's searches (restarts too) and a fresh round's, where zeros would."""
+    stage = StageDir(tmp_path, "agent/toy/cmaes")
+    stage.start(noreload=False)
+    target = np.ones(4)
+    s = SearchSettings(pop_size=8, n_samples=1, sigma=0.05, generations=5, eval_every=5, eval_episodes=1, restarts=2,
+                       x0=np.full(4, 0.9))
+    run_search(stage, quadratic(target), s, 4, {"dynamics_id": "m0"}, {})
+    fresh = replace(s, round_from="fresh", x0=np.full(4, 1.1), restarts=1)
+    run_search(stage, quadratic(target), fresh, 4, {"dynamics_id": "m1"}, {})
+    rows = [json.loads(ln) for ln in stage.metrics.read_text().splitlines()]
+    assert len(rows) == 15
+    for k in (0, 5, 10):  # each search's first candidates lie near its x0 (-0.04), far from zeros (-4)
+        assert rows[k]["fitness_mean"] > -0.5, (k, rows[k])
+
+
+def test_a_search_starts_at_the_kept_c_or_at_init_and_refuses_another_shape(tmp_path) -> None:
+    cfg = ControllerConfig(3, 2, True)
+    a = argparse.Namespace(logdir=tmp_path, dynamics="mdrnn", round_from="kept", init=None)
+    assert initial_point(a, cfg) is None  # no kept C yet: zeros
+    kept = tmp_path / "kept" / "agent" / "mdrnn" / "cmaes" / "best.pt"
+    kept.parent.mkdir(parents=True)
+    save_checkpoint(kept, {"controller": cfg.to_dict(), "params": torch.arange(cfg.n_params).float()})
+    assert initial_point(a, cfg).tolist() == list(range(cfg.n_params))
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, {"controller": cfg.to_dict(), "params": torch.ones(cfg.n_params)})
+    assert initial_point(argparse.Namespace(**{**vars(a), "round_from": "best", "init": other}), cfg).sum() == \
+        cfg.n_params  # --init where the rounds start elsewhere
+    with pytest.raises(UserError, match="another shape"):
+        initial_point(a, ControllerConfig(4, 2, True))
 
 
 def test_restarts_search_again_from_the_start_and_keep_the_best_over_all(tmp_path) -> None:
