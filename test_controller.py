@@ -218,8 +218,8 @@ def write_ledger(a: argparse.Namespace, ckpt: dict, env_id: str, max_steps: int,
     info = stages(a.logdir, cached_dataset(a.logdir), None if a.random else a.dynamics,
                   None if a.random or a.planner is not None else a.method)
     if kept is not None and "rounds" in info:  # the rounds' time up to the kept C's round, not the whole run's
-        seconds = seconds_through(a.logdir, kept["round"])
-        info["rounds"]["seconds"] = info["rounds"]["seconds"] if seconds is None else seconds
+        through = seconds_through(a.logdir, kept["round"])
+        info["rounds"]["seconds"] = info["rounds"]["seconds"] if through is None else through
     write_record(a.results, env=env_id, dynamics=None if a.random else a.dynamics,
                  controller="random" if a.random else a.method, dream_only=dream_only, evaluation=evaluation,
                  episodes=rows, summary=s, stage_info=info, eval_seconds=seconds, device=device)

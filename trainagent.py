@@ -181,8 +181,8 @@ def main() -> None:
     survival = a.dream_reward == "survival" or (a.dream_reward == "auto" and env_id in SURVIVAL_ENVS)
     stage = controller_stage(a.logdir, a.dynamics, a.method)
     stage.start(a.noreload)
-    stage.write_config({**vars(a), "logdir": str(a.logdir), "env": env_id, "device": str(device),
-                        "max_steps": max_steps, "survival": survival})
+    stage.write_config({**vars(a), "logdir": str(a.logdir), "init": a.init and str(a.init), "env": env_id,
+                        "device": str(device), "max_steps": max_steps, "survival": survival})
     common = {"method": a.method, "dynamics": a.dynamics, **ids, "env": env_id, "max_steps": max_steps,
               "eval_episodes": a.eval_episodes, "seed": a.seed}
     (train_cmaes if a.method == "cmaes" else train_ac)(a, stage, vae, m, ids, env_id, space, max_steps, survival,

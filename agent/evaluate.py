@@ -16,6 +16,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from agent.episodes import Agent, Episode
 from agent.planner import Planner, PlannerConfig, PlanningAgent
@@ -33,6 +34,7 @@ from utils.parallel import open_pool
 from utils.upstream import load_dynamics, load_vae
 
 TRAIN_SEEDS = 2**30  # training and selection seeds lie below this; test_controller's above
+ENDLESS = 0.95  # the share of a batch's survival dreams at the cap that means M's dream does not end
 
 
 def episode_seed(*key: int) -> int:
@@ -199,6 +201,7 @@ class DreamEvaluator:
     ) -> None:
         self.agent, self.temperature, self.max_steps, self.survival = agent, temperature, max_steps, survival
         self.starts = torch.from_numpy(np.stack([np.asarray(latents.stats[latents.offsets[e]]) for e in episodes]))
+        self.warned = False
 
     def starts_for(self, seeds: torch.Tensor) -> torch.Tensor:
         return self.starts[seeds % len(self.starts)]
@@ -208,6 +211,12 @@ class DreamEvaluator:
         starts = self.starts_for(seeds_t)
         ret, steps, _ = self.agent.dream(torch.as_tensor(np.asarray(params), dtype=torch.float32), starts, seeds_t,
                                          self.temperature, self.max_steps, self.survival)
+        capped = float((steps >= self.max_steps).float().mean())
+        if self.survival and not self.warned and len(steps) > 1 and capped >= ENDLESS:
+            self.warned = True
+            tqdm.write(f"{capped:.0%} of {len(steps)} dreams lasted to the {self.max_steps}-step cap: M's done head "
+                       "hardly fires, so survival cannot tell Cs apart; train M longer (bench/dream_check.py "
+                       "--survival shows it)")
         return ret.numpy().astype(np.float64), [Episode(float(r), int(n)) for r, n in zip(ret, steps, strict=True)]
 
     def close(self) -> None:

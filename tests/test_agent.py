@@ -18,7 +18,7 @@ import torch
 
 from agent.cmaes import SearchSettings, selection_seeds
 from agent.episodes import Agent
-from agent.evaluate import AgentSpec, DreamEvaluator, RealEvaluator, load_world
+from agent.evaluate import AgentSpec, DreamEvaluator, RealEvaluator, dream_evaluator, load_world
 from data.dataset import open_dataset
 from data.envs import make_env
 from data.latents import cached_dataset, latent_cache
@@ -351,3 +351,28 @@ def test_a_checkpoint_that_needs_unpickling_is_refused(logdir) -> None:
     torch.save({**ckpt, "payload": Path("x")}, latest)  # any class outside tensors and plain values
     proc = trainagent(logdir, "--dream", "--generations", "2", check=False)
     assert proc.returncode == 2 and "unpickling" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_a_search_starts_at_the_c_given_by_init(logdir, tmp_path) -> None:
+    trainagent(logdir, "--dream", "--generations", "2")
+    stage = logdir / "agent" / "mdrnn" / "cmaes"
+    init = tmp_path / "init.pt"
+    shutil.copy(stage / "best.pt", init)
+    trainagent(logdir, "--dream", "--generations", "1", "--noreload", "--init", str(init))
+    assert json.loads((stage / "config.json").read_text())["init"] == str(init)
+    x0 = load_checkpoint(stage / "latest.pt")["es_state"]["x0"]
+    assert torch.allclose(torch.as_tensor(x0).float(), load_checkpoint(init)["params"])
+
+
+def test_a_dream_that_never_ends_is_reported_once(grid_world, capsys) -> None:
+    """Survival in a dream whose rows all last to the cap ranks no C above another: say so."""
+    cpu = torch.device("cpu")
+    vae, m, ids = load_world(grid_world, "mdrnn", cpu)
+    agent = Agent(vae, m, LinearController(ControllerConfig(m.feature_size, 4, True)), cpu)
+    params = np.zeros((8, agent.c.cfg.n_params))
+    for survival in (False, True, True):  # M's reward is not survival; then twice in a dream that always lasts
+        dreams = dream_evaluator(agent, grid_world, ids["vae"], 1.0, 1, survival, held_out=False)
+        dreams(params, list(range(8)))
+        if survival:
+            dreams(params, list(range(8)))
+    assert capsys.readouterr().out.count("dreams lasted to the 1-step cap") == 2  # once per evaluator

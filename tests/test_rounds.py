@@ -386,6 +386,7 @@ def test_rounds_close_the_hole_that_a_dream_controller_exploits(fixed_world, tmp
     assert record["dream_only"] is False and record["evaluation"]["kept"]["round"] == kept["round"]
     assert "rounds" in record["commands"] and "--keep-best" in record["commands"]["rounds"][0]
     assert record["seconds"]["rounds"] == pytest.approx(sum(r["seconds"] for r in rows[: kept["round"] + 1]), abs=0.01)
+    assert record["seconds"]["eval"] < record["seconds"]["rounds"]  # this evaluation's own seconds
     judge_frames = sum(j["frames"] for j in kept["judged"])
     assert rows[-1]["real_frames"] >= judge_frames > 0
     run_script("test_controller.py", "--logdir", str(tmp_path / "exp" / "kept"), "--dream", "--episodes", "5")
