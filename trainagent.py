@@ -205,14 +205,14 @@ def evaluator_for(a, agent: Agent, ids: dict, env_id: str, controller: dict, in_
 def train_cmaes(a, stage, vae, m, ids, env_id, space, max_steps, survival, common, device) -> None:
     cfg = ControllerConfig.for_space(m.feature_size, space, sample=a.discrete == "sample")
     agent = Agent(vae, m, LinearController(cfg), device)
-    x0 = initial_point(a, cfg)
+    x0, init_id = initial_point(a, cfg)
     settings = SearchSettings(a.pop_size, a.n_samples, a.sigma, a.generations, a.target_return, a.eval_every,
                               a.eval_episodes, a.seed, a.round_sigma, "best" if a.round_from == "best" else "fresh",
-                              a.restarts, x0)
+                              a.restarts, None if x0 is None else tuple(x0.tolist()))
     identity = {**common, "controller": cfg.to_dict(), "dream": a.dream,
                 "temperature": a.temperature if a.dream else None, "survival": survival if a.dream else None,
                 "pop_size": a.pop_size, "n_samples": a.n_samples, "sigma": a.sigma,
-                "init": str(a.init) if a.init else None,
+                "init": init_id,  # the --init C's checkpoint id (None: zeros), whatever path names it
                 # None where selection is in the world C evolves in: searches saved before --select resume
                 "select": None if (a.select == "dream") == a.dream else a.select}
     evaluator, where = evaluator_for(a, agent, ids, env_id, cfg.to_dict(), a.dream, a.temperature, max_steps,
@@ -233,21 +233,26 @@ def train_cmaes(a, stage, vae, m, ids, env_id, space, max_steps, survival, commo
           f"evaluate it in the real env: python test_controller.py --logdir {a.logdir} --dynamics {a.dynamics}")
 
 
-def initial_point(a: argparse.Namespace, cfg: ControllerConfig) -> np.ndarray | None:
+def initial_point(a: argparse.Namespace, cfg: ControllerConfig) -> tuple[np.ndarray | None, str | None]:
     """Where searches start that do not start at C's best: the kept C's parameters (--round-from
-    kept, once rounds.py --keep-best has kept one), --init's, or None for zeros."""
+    kept, once rounds.py --keep-best has kept one), --init's, or None for zeros; and the id of
+    --init's checkpoint, which the search's identity holds (the kept C changes from round to
+    round by design)."""
     kept = a.logdir / KEPT / "agent" / a.dynamics / "cmaes" / "best.pt"
     path = kept if a.round_from == "kept" and kept.exists() else a.init
     if a.round_from == "kept":
         print(f"a search in a new M starts at the kept C, {kept}" if path == kept else
               "no kept C yet (rounds.py --keep-best keeps one): a search in a new M starts at C's initial point")
+    init_id = load_checkpoint(a.init).get("id") if a.init else None
     if path is None:
-        return None
+        return None, init_id
     ckpt = load_checkpoint(path)
-    if ckpt.get("controller") != cfg.to_dict():
-        raise UserError(f"{path} holds a C of another shape than this one ({cfg.n_params} parameters on "
-                        f"{cfg.to_dict()}): its parameters cannot start this search")
-    return ckpt["params"].double().numpy()
+    theirs, ours = ckpt.get("controller") or {}, cfg.to_dict()
+    if theirs != ours:
+        differ = sorted(k for k in ours.keys() | theirs.keys() if theirs.get(k) != ours.get(k))
+        raise UserError(f"{path} holds a C of another controller config than this one (it differs in "
+                        f"{', '.join(differ)}): its parameters cannot start this search")
+    return ckpt["params"].double().numpy(), init_id
 
 
 def train_ac(a, stage, vae, m, ids, env_id, space: gym.Space, max_steps, survival, common, device) -> None:

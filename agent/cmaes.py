@@ -42,7 +42,7 @@ class SearchSettings:
     round_sigma: float | None = None  # step size when a new round restarts the search (None: sigma)
     round_from: str = "best"  # a new round's search starts around C's best, or "fresh" at x0
     restarts: int = 1  # independent searches per M, each of `generations`
-    x0: np.ndarray | None = None  # where searches start that do not start at C's best (None: zeros)
+    x0: tuple[float, ...] | None = None  # where searches start that do not start at C's best (None: zeros)
 
 
 @dataclass
@@ -87,16 +87,22 @@ class SearchState:
         k = (self.generation - self.round_start) // s.generations
         seed = episode_seed(s.seed, 3, self.round, k) + 1
         self.es = round_strategy(best, s, seed) if self.round else new_strategy(len(best), s.sigma, s.pop_size, seed,
-                                                                                s.x0)
+                                                                                _x0(s))
 
 
 def round_strategy(best: np.ndarray, s: SearchSettings, seed: int) -> Any:
     """A search in a changed M: around C's best, or at the initial point (round_from "fresh")."""
-    return new_strategy(len(best), s.round_sigma or s.sigma, s.pop_size, seed, best if s.round_from == "best" else s.x0)
+    x0 = best if s.round_from == "best" else _x0(s)
+    return new_strategy(len(best), s.round_sigma or s.sigma, s.pop_size, seed, x0)
+
+
+def _x0(s: SearchSettings) -> np.ndarray | None:
+    """The settings' initial point as pycma takes it (None: zeros)."""
+    return None if s.x0 is None else np.array(s.x0)
 
 
 def new_search(n_params: int, s: SearchSettings) -> SearchState:
-    return SearchState(new_strategy(n_params, s.sigma, s.pop_size, episode_seed(s.seed, 2) + 1, s.x0))
+    return SearchState(new_strategy(n_params, s.sigma, s.pop_size, episode_seed(s.seed, 2) + 1, _x0(s)))
 
 
 def selection_seeds(s: SearchSettings) -> list[int]:
@@ -128,7 +134,7 @@ def run_search(
         t0 = time.perf_counter()
         g = state.generation
         if g > state.round_start and (g - state.round_start) % s.generations == 0:
-            # also after a kill right at the boundary; round 0 starts at zeros and needs no best.pt
+            # also after a kill right at the boundary; round 0 restarts at x0 and needs no best.pt
             state.restart(_best_params(stage, state) if state.round else state.es.mean, s)
         candidates = np.asarray(state.es.ask())
         seeds = [episode_seed(s.seed, TRAIN, g, j) for j in range(s.n_samples)]

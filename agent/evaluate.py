@@ -214,9 +214,9 @@ class DreamEvaluator:
         capped = float((steps >= self.max_steps).float().mean())
         if self.survival and not self.warned and len(steps) > 1 and capped >= ENDLESS:
             self.warned = True
-            tqdm.write(f"{capped:.0%} of {len(steps)} dreams lasted to the {self.max_steps}-step cap: M's done head "
-                       "hardly fires, so survival cannot tell Cs apart; train M longer (bench/dream_check.py "
-                       "--survival shows it)")
+            tqdm.write(f"{capped:.0%} of {len(steps)} dreams lasted to the {self.max_steps}-step cap: unless C is "
+                       "that good in the game, M's done head hardly fires and survival cannot tell Cs apart; train M "
+                       "longer (bench/dream_check.py --survival shows it)")
         return ret.numpy().astype(np.float64), [Episode(float(r), int(n)) for r, n in zip(ret, steps, strict=True)]
 
     def close(self) -> None:

@@ -360,6 +360,7 @@ def test_a_search_starts_at_the_c_given_by_init(logdir, tmp_path) -> None:
     shutil.copy(stage / "best.pt", init)
     trainagent(logdir, "--dream", "--generations", "1", "--noreload", "--init", str(init))
     assert json.loads((stage / "config.json").read_text())["init"] == str(init)
+    assert load_checkpoint(stage / "latest.pt")["identity"]["init"] == load_checkpoint(init)["id"]
     x0 = load_checkpoint(stage / "latest.pt")["es_state"]["x0"]["a"]  # the search's initial point
     assert torch.allclose(torch.as_tensor(x0).float(), load_checkpoint(init)["params"])
 

@@ -156,9 +156,9 @@ def test_searches_start_at_the_initial_point_given(tmp_path) -> None:
     stage.start(noreload=False)
     target = np.ones(4)
     s = SearchSettings(pop_size=8, n_samples=1, sigma=0.05, generations=5, eval_every=5, eval_episodes=1, restarts=2,
-                       x0=np.full(4, 0.9))
+                       x0=(0.9,) * 4)
     run_search(stage, quadratic(target), s, 4, {"dynamics_id": "m0"}, {})
-    fresh = replace(s, round_from="fresh", x0=np.full(4, 1.1), restarts=1)
+    fresh = replace(s, round_from="fresh", x0=(1.1,) * 4, restarts=1)
     run_search(stage, quadratic(target), fresh, 4, {"dynamics_id": "m1"}, {})
     rows = [json.loads(ln) for ln in stage.metrics.read_text().splitlines()]
     assert len(rows) == 15
@@ -166,20 +166,26 @@ def test_searches_start_at_the_initial_point_given(tmp_path) -> None:
         assert rows[k]["fitness_mean"] > -0.5, (k, rows[k])
 
 
-def test_a_search_starts_at_the_kept_c_or_at_init_and_refuses_another_shape(tmp_path) -> None:
+def test_a_search_starts_at_the_kept_c_or_at_init_and_refuses_another_controller(tmp_path) -> None:
     cfg = ControllerConfig(3, 2, True)
     a = argparse.Namespace(logdir=tmp_path, dynamics="mdrnn", round_from="kept", init=None)
-    assert initial_point(a, cfg) is None  # no kept C yet: zeros
+    assert initial_point(a, cfg) == (None, None)  # no kept C yet: zeros
+    other = tmp_path / "other.pt"
+    other_id = save_checkpoint(other, {"controller": cfg.to_dict(), "params": torch.ones(cfg.n_params)})
+    x0, init_id = initial_point(argparse.Namespace(**{**vars(a), "init": other}), cfg)
+    assert x0.sum() == cfg.n_params and init_id == other_id  # --init until a C is kept
     kept = tmp_path / "kept" / "agent" / "mdrnn" / "cmaes" / "best.pt"
     kept.parent.mkdir(parents=True)
     save_checkpoint(kept, {"controller": cfg.to_dict(), "params": torch.arange(cfg.n_params).float()})
-    assert initial_point(a, cfg).tolist() == list(range(cfg.n_params))
-    other = tmp_path / "other.pt"
-    save_checkpoint(other, {"controller": cfg.to_dict(), "params": torch.ones(cfg.n_params)})
-    assert initial_point(argparse.Namespace(**{**vars(a), "round_from": "best", "init": other}), cfg).sum() == \
-        cfg.n_params  # --init where the rounds start elsewhere
-    with pytest.raises(UserError, match="another shape"):
-        initial_point(a, ControllerConfig(4, 2, True))
+    x0, init_id = initial_point(argparse.Namespace(**{**vars(a), "init": other}), cfg)
+    assert x0.tolist() == list(range(cfg.n_params)) and init_id == other_id  # then the kept C
+    x0, _ = initial_point(argparse.Namespace(**{**vars(a), "round_from": "best", "init": other}), cfg)
+    assert x0.sum() == cfg.n_params  # --init where the rounds start elsewhere
+    with pytest.raises(UserError, match="differs in sample"):  # the same parameter count, another C
+        initial_point(a, ControllerConfig(3, 2, True, sample=True))
+    proc = run_script("rounds.py", "--logdir", str(tmp_path / "exp"), "--dataset", str(tmp_path),
+                      "--c-args=--dream --round-from kept", check=False)
+    assert proc.returncode == 2 and "needs --keep-best" in proc.stderr
 
 
 def test_restarts_search_again_from_the_start_and_keep_the_best_over_all(tmp_path) -> None:
