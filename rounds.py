@@ -85,8 +85,8 @@ def parse_args() -> argparse.Namespace:
         p.error("--collect, --eval-episodes and --horizon must be >= 1, --rounds, --threads and --keep-best >= 0, "
                 "--noise in [0, 1]")
     c_flags = shlex.split(a.c_args) + shlex.split(a.c_args_later)
-    if not a.keep_best and any(f == "--round-from=kept" or (f, g) == ("--round-from", "kept")
-                               for f, g in zip(c_flags, [*c_flags[1:], ""], strict=True)):
+    if not a.keep_best and any(c_flags[i] == "--round-from=kept" or c_flags[i : i + 2] == ["--round-from", "kept"]
+                               for i in range(len(c_flags))):
         p.error("--round-from kept in the C flags needs --keep-best N: no C would ever be kept to start from")
     if a.keep_best and a.method == "plan":
         p.error("--keep-best keeps a trained C; the planner has none")
