@@ -38,7 +38,7 @@ from data.dataset import (
 )
 from data.envs import FRAME_SIZE, describe_space, make_env
 from data.latents import cached_dataset
-from data.policies import POLICIES, make_policy
+from data.policies import POLICIES, make_policy, policy_name
 from data.rollouts import write_rollout_bytes
 from utils.cli import run_main
 from utils.device import resolve_device
@@ -63,7 +63,9 @@ def parse_args() -> argparse.Namespace:
                    help="run the workers as Ray actors: 'auto' (a running local cluster, else a private one) or a "
                         "cluster address; episodes come back to this process, which writes the dataset")
     p.add_argument("--policy", choices=[*POLICIES, "controller"], default="auto",
-                   help="auto: brownian for continuous actions, sticky for discrete; controller: --logdir's trained C")
+                   help="auto: brownian for continuous actions, sticky for discrete; runs: sticky with each "
+                        "episode's run length drawn from 1 to 1000 steps (held buttons too); controller: --logdir's "
+                        "trained C")
     p.add_argument("--logdir", type=Path, help="--policy controller: the logdir holding V, M and C")
     p.add_argument("--dynamics", choices=list(DYNAMICS), default="mdrnn", help="--policy controller: which M's C")
     p.add_argument("--method", choices=METHODS, default="cmaes",
@@ -120,7 +122,7 @@ def dataset_meta(args: argparse.Namespace, controller: dict | None) -> dict:
     """What defines the dataset; a top-up must agree with it. Also checks env and policy."""
     env = make_env(args.env, args.action_repeat)
     try:
-        policy = "ControllerPolicy" if controller else type(make_policy(args.policy, env.action_space)).__name__
+        policy = "ControllerPolicy" if controller else policy_name(make_policy(args.policy, env.action_space))
     except ValueError as e:
         raise DatasetError(str(e)) from e
     finally:

@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from data.policies import BrownianPolicy, StickyRandomPolicy, WhiteNoisePolicy, make_policy
+from data.policies import BrownianPolicy, StickyRandomPolicy, WhiteNoisePolicy, make_policy, policy_name
 
 CAR = gym.spaces.Box(np.array([-1, 0, 0], np.float32), np.array([1, 1, 1], np.float32))
 
@@ -58,3 +58,14 @@ def test_make_policy_picks_by_space_and_rejects_misfits() -> None:
     assert isinstance(make_policy("auto", gym.spaces.Discrete(4)), StickyRandomPolicy)
     with pytest.raises(ValueError, match="brownian"):
         make_policy("brownian", gym.spaces.Discrete(4))
+
+
+def test_runs_draws_each_episode_its_own_run_length_up_to_a_held_button() -> None:
+    policy = make_policy("runs", gym.spaces.Discrete(3))
+    changes = np.array([np.mean(np.diff(run(policy, 2000, seed)) != 0) for seed in range(200)])
+    # log-uniform mean runs over 1..1000 steps: some episodes flicker like white noise
+    # (changes 2/3 of steps), some hold one action for hundreds of steps
+    assert changes.max() > 0.5 and (changes < 0.002).sum() >= 10
+    assert 0.005 < np.median(changes) < 0.05  # the median episode redraws every ~30 steps (sqrt(1000))
+    assert policy_name(policy) == "StickyRandomPolicy runs 1-1000"
+    assert policy_name(make_policy("sticky", gym.spaces.Discrete(3))) == "StickyRandomPolicy"
