@@ -239,15 +239,15 @@ def real_frames(a: argparse.Namespace) -> int:
     if a.method == "plan":
         return frames
     kept = read_kept(a.logdir / KEPT) or {}
-    frames += sum(j["frames"] for j in kept.get("judged", []))  # --keep-best's real selection episodes
+    steps = sum(j["frames"] for j in kept.get("judged", []))  # --keep-best's real selection episodes
     metrics = a.logdir / "agent" / a.dynamics / a.method / "metrics.jsonl"
     config = json.loads((metrics.parent / "config.json").read_text())
     rows = [json.loads(ln) for ln in metrics.read_text().splitlines()]
     if a.method == "cmaes" and not config.get("dream"):
-        frames += int(rows[-1]["frames"]) if rows else 0
+        steps += int(rows[-1]["frames"]) if rows else 0
     elif config.get("select") == "real":
-        frames += int(rows[-1].get("select_frames", 0)) if rows else 0
-    return frames
+        steps += int(rows[-1].get("select_frames", 0)) if rows else 0
+    return frames + steps * int((read_meta(a.dataset) or {}).get("action_repeat", 1))  # C acts at M's data's rate
 
 
 if __name__ == "__main__":

@@ -256,8 +256,8 @@ def test_real_frames_count_the_real_selection_episodes_of_a_dream_controller(tmp
     (data / "dataset.json").write_text(json.dumps({"frames": 100, "action_repeat": 2}))
     (c / "metrics.jsonl").write_text(json.dumps({"step": 1, "frames": 5000, "select_frames": 30}) + "\n")
     a = argparse.Namespace(logdir=tmp_path / "exp", dataset=data, dynamics="mdrnn", method="cmaes")
-    for config, frames in (({"dream": True, "select": "dream"}, 200), ({"dream": True, "select": "real"}, 230),
-                           ({"dream": False, "select": "real"}, 5200)):
+    for config, frames in (({"dream": True, "select": "dream"}, 200), ({"dream": True, "select": "real"}, 260),
+                           ({"dream": False, "select": "real"}, 10200)):  # C's agent steps times the repeat too
         (c / "config.json").write_text(json.dumps(config))
         assert real_frames(a) == frames, config
 
